@@ -1,0 +1,82 @@
+"""The ``find3d`` command line.
+
+Subcommands live next to the stage they drive; this module only knows their names, one-line
+descriptions and where they are, so that ``find3d --help`` stays instant (no torch import) and a
+subcommand imports only what it needs. Each target module provides ``configure(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NamedTuple
+
+from find3d.errors import Find3dError
+
+
+class Command(NamedTuple):
+    module: str
+    summary: str
+
+
+# Registered here only once they do real work (no stubs).
+COMMANDS: dict[str, Command] = {
+    "models": Command("find3d.encoders.list_models", "List the frozen vision / language encoders that can be loaded."),
+    "make-data": Command("find3d.data.make_data", "Render a 2D training/eval dataset (COCO, refs, captions, FIND-Bench)."),
+    "make-scene": Command("find3d.data.make_scene", "Render a posed multi-view nerfstudio scene with 3D ground truth."),
+    "check-data": Command("find3d.data.check", "Validate a dataset and list every problem with file and entry."),
+}
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(
+        prog="find3d",
+        description="FIND: one embedding space for images, text and interleaved references, "
+        "from 2D segmentation to 3D queries and ROS 2.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    return parser, sub
+
+
+def _version() -> str:
+    from find3d import __version__
+
+    return f"find3d {__version__}"
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Top-level parser; only the subcommand named in ``argv`` is configured (imported)."""
+    parser, sub = _parser()
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, command in COMMANDS.items():
+        child = sub.add_parser(name, help=command.summary, description=command.summary)
+        if name == chosen:
+            module = importlib.import_module(command.module)
+            module.configure(child)
+            child.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args._run(args) or 0)
+    except Find3dError as err:
+        print(f"find3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"find3d {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

