@@ -1,0 +1,79 @@
+"""The one text syntax for interleaved queries, shared by Python, the CLI and ROS 2.
+
+    the mug next to <image:keys.png>                 whole image as the reference
+    the mug next to <image:keys.png#keys_mask.png>   reference = the mask's non-zero pixels
+    the mug next to <image:keys.png#box=40,30,120,90> reference = box x0,y0,x1,y1 in pixels
+
+Plain text without ``<image:...>`` is a text query; a query that is only ``<image:...>`` is an
+image-crop query. Paths are relative to ``base_dir`` (default: the current directory).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from find3d.data.samples import InterleaveEntity, InterleaveEntry, VisualRef
+from find3d.errors import InputError
+from find3d.fileio import load_image
+
+_TOKEN = re.compile(r"<image:([^<>#]+)(?:#([^<>]+))?>")
+#: what a visual entity is called in the entry's sentence (its span), so the sentence stays readable
+PLACEHOLDER = "<image>"
+
+
+def parse_query(text: str, base_dir: str | Path = ".") -> InterleaveEntry:
+    """Parse ``text`` into an ``InterleaveEntry`` whose visual entities carry loaded ``VisualRef``s."""
+    if not text or not text.strip():
+        raise InputError("empty query: pass a phrase, an <image:path> reference, or both")
+    if text.count("<") != text.count(">"):
+        raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as <image:path[#mask.png|#box=x0,y0,x1,y1]>")
+    sentence, entities, cursor = "", [], 0
+    for match in _TOKEN.finditer(text):
+        sentence += text[cursor : match.start()]
+        ref = _load_ref(match.group(1).strip(), match.group(2), Path(base_dir), text)
+        span = (len(sentence), len(sentence) + len(PLACEHOLDER))
+        sentence += PLACEHOLDER
+        entities.append(InterleaveEntity(text=PLACEHOLDER, span=span, target=np.zeros((0, 0), bool), ref=ref))
+        cursor = match.end()
+    sentence += text[cursor:]
+    if "<" in sentence.replace(PLACEHOLDER, ""):
+        raise InputError(f"query {text!r}: malformed reference; use <image:path[#mask.png|#box=x0,y0,x1,y1]>")
+    return InterleaveEntry(sentence=" ".join(sentence.split()) if not entities else sentence, entities=entities)
+
+
+def _load_ref(path_text: str, selector: str | None, base_dir: Path, query: str) -> VisualRef:
+    path = Path(path_text)
+    path = path if path.is_absolute() else base_dir / path
+    image = load_image(path)
+    height, width = image.shape[:2]
+    if selector is None:
+        mask = np.ones((height, width), bool)
+    elif selector.startswith("box="):
+        mask = _box_mask(selector[4:], height, width, query)
+    else:
+        mask_path = Path(selector) if Path(selector).is_absolute() else base_dir / selector
+        mask_image = load_image(mask_path)
+        if mask_image.shape[:2] != (height, width):
+            raise InputError(
+                f"query {query!r}: mask {mask_path} is {mask_image.shape[1]}x{mask_image.shape[0]} but image "
+                f"{path} is {width}x{height}; use a mask of the image's size"
+            )
+        mask = mask_image.max(axis=-1) > 0
+    if not mask.any():
+        raise InputError(f"query {query!r}: the reference region in {path} is empty; select a non-empty mask or box")
+    return VisualRef(image=image, mask=mask, source=str(path))
+
+
+def _box_mask(spec: str, height: int, width: int, query: str) -> np.ndarray:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in spec.split(","))
+    except ValueError as err:
+        raise InputError(f"query {query!r}: box must be box=x0,y0,x1,y1 in pixels, got box={spec}") from err
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise InputError(f"query {query!r}: box {spec} is outside the {width}x{height} image or has no area")
+    mask = np.zeros((height, width), bool)
+    mask[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+    return mask

@@ -1,0 +1,1 @@
+"""Multi-task training of the FIND interface (``find3d train-interface``)."""
