@@ -1,0 +1,197 @@
+"""``find3d make-scene``: one tabletop scene from a camera orbit, as a nerfstudio dataset with 3D ground truth.
+
+Layout (nerfstudio ``nerfstudio-data`` reads transforms.json, images and depths as they are)::
+
+    transforms.json            OPENCV intrinsics (zero distortion), frames with OpenGL camera-to-world
+                               poses, train_filenames / val_filenames / test_filenames (held-out views)
+    images/frame_00001.png     RGB
+    depths/frame_00001.png     uint16 z-depth in millimetres (nerfstudio's default depth_unit_scale_factor
+                               1e-3); 0 where no surface was hit
+    instances/frame_00001.png  uint16 object id per pixel (ground_truth/objects.json), 0 = none
+    ground_truth/objects.json  object id -> category, colour, thing/stuff, pybullet body; the conventions
+    ground_truth/points.npz    xyz (N, 3) float32 world points on visible surfaces, object_id (N,) int32
+
+Instance masks use their own ``instance_path`` key: nerfstudio's ``mask_path`` means "pixels to train
+on", not object ids, so reusing it would silently mask out every background pixel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+# The engine modules import pybullet only inside the functions that use it.
+from find3d.data.engine.catalog import TABLE_TOP_Z, category_by_name
+from find3d.data.engine.output import prepare_folder
+from find3d.data.engine.scene import Camera, Rendered, SceneBuilder, SceneSpec, compose_scene, orbit_camera
+from find3d.errors import InputError
+from find3d.fileio import atomic_open, atomic_write_json
+
+VOXEL = 0.005  # metres; ground-truth points are deduplicated on this grid
+FOV_DEG = 55.0
+ORBIT_RADIUS = 1.1
+OUTPUTS = ("transforms.json", "images", "depths", "instances", "ground_truth")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output folder (created; must be empty)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same scene (default 0)")
+    parser.add_argument("--views", type=int, default=40, help="training views (default 40)")
+    parser.add_argument("--heldout", type=int, default=8, help="held-out views for val/test (default 8)")
+    parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous make-scene output in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
+                         overwrite=args.overwrite)
+    print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
+    return 0
+
+
+def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``."""
+    if views < 1 or heldout < 0:
+        raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
+    if size < 32:
+        raise InputError(f"--size {size}: images must be at least 32 px; pass e.g. --size 256.")
+    out = Path(out)
+    prepare_folder(out, overwrite, OUTPUTS, ("images", "depths", "instances", "ground_truth"))
+    spec = compose_scene(np.random.default_rng([seed, 0]), min_objects=5, max_objects=7)
+    cameras, is_heldout = _orbit(views, heldout)
+    builder = SceneBuilder()
+    try:
+        bodies = builder.build(spec)
+        object_ids, objects = _object_table(spec, bodies)
+        # Things and the table only: floor and wall would swamp the point set with ~1M background points.
+        surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
+        frames, points, labels = [], [], []
+        for index, camera in enumerate(tqdm(cameras, desc="make-scene", unit="view", disable=None)):
+            rendered = builder.render(camera, spec.light, size, size)
+            frame, instance = _write_frame(out, index, rendered, object_ids, camera.camera_to_world())
+            frames.append(frame)
+            xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
+            keep = np.isin(instance, surveyed)
+            points.append(xyz[keep])
+            labels.append(instance[keep].astype(np.int32))
+    finally:
+        builder.close()
+    focal = cameras[0].focal_px(size)
+    names = [f["file_path"] for f in frames]
+    train = [n for n, held in zip(names, is_heldout) if not held]
+    held = [n for n, h in zip(names, is_heldout) if h] or train  # nerfstudio needs a non-empty eval split
+    transforms = {
+        "camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size,
+        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
+        "frames": frames, "train_filenames": train, "val_filenames": held, "test_filenames": held,
+    }
+    atomic_write_json(out / "transforms.json", transforms)
+    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
+    _write_ground_truth(out, seed, objects, xyz, object_id)
+    return {"frames": len(frames), "points": len(xyz)}
+
+
+def _write_frame(out: Path, index: int, rendered: Rendered, object_ids: dict[int, int],
+                 c2w: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Write one view's RGB, depth and instance PNGs; returns its transforms.json frame and instance map."""
+    name = f"frame_{index + 1:05d}.png"
+    instance = np.zeros(rendered.body.shape, dtype=np.uint16)
+    for body, object_id in object_ids.items():
+        instance[rendered.body == body] = object_id
+    depth_mm = np.where(rendered.body >= 0, np.round(rendered.depth * 1000.0), 0).astype(np.uint16)
+    Image.fromarray(rendered.rgb).save(out / "images" / name)
+    Image.fromarray(depth_mm).save(out / "depths" / name)
+    Image.fromarray(instance).save(out / "instances" / name)
+    frame = {"file_path": f"images/{name}", "transform_matrix": c2w.round(8).tolist(),
+             "depth_file_path": f"depths/{name}", "instance_path": f"instances/{name}"}
+    return frame, instance
+
+
+def _write_ground_truth(out: Path, seed: int, objects: dict[str, dict], xyz: np.ndarray, object_id: np.ndarray) -> None:
+    with atomic_open(out / "ground_truth" / "points.npz", "wb") as handle:
+        _savez_deterministic(handle, xyz=xyz, object_id=object_id)
+    atomic_write_json(out / "ground_truth" / "objects.json", {
+        "seed": seed,
+        "conventions": {
+            "world": f"pybullet world frame, metres, z up; table top at z = {TABLE_TOP_Z}",
+            "transform_matrix": "camera-to-world, OpenGL camera (x right, y up, looking along -z)",
+            "depth": "depths/*.png uint16 z-depth (along the optical axis) in millimetres; 0 = no surface",
+            "instances": "instances/*.png uint16 object id (keys of objects); 0 = nothing / background",
+            "points": f"points.npz xyz float32 world points on things and the table, object_id int32; "
+                      f"one point per {VOXEL} m voxel",
+        },
+        "objects": objects,
+    })
+
+
+def _savez_deterministic(handle: BinaryIO, **arrays: np.ndarray) -> None:
+    """Like ``np.savez_compressed`` but with fixed zip timestamps, so the same seed gives the same bytes."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, buffer.getvalue())
+
+
+def _orbit(views: int, heldout: int) -> tuple[list[Camera], list[bool]]:
+    """Cameras evenly around the table; elevations spread by the golden ratio over the upper hemisphere.
+
+    Held-out views are interleaved with the training views (not one arc), so evaluation sees every side.
+    """
+    total = views + heldout
+    step = total / heldout if heldout else 0.0
+    held = {int(step * k + step / 2) for k in range(heldout)}
+    cameras = []
+    for k in range(total):
+        azimuth = 2 * math.pi * k / total
+        elevation = math.radians(20 + 50 * ((k * 0.6180339887) % 1.0))
+        cameras.append(orbit_camera((0.0, 0.0, TABLE_TOP_Z), azimuth, elevation, ORBIT_RADIUS, FOV_DEG))
+    return cameras, [k in held for k in range(total)]
+
+
+def _object_table(spec: SceneSpec, bodies: dict[int, int | str]) -> tuple[dict[int, int], dict[str, dict]]:
+    """Object ids: things 1..K in scene order, then table, floor, wall."""
+    things = sorted((b for b, w in bodies.items() if not isinstance(w, str)), key=lambda b: bodies[b])
+    stuff = sorted((b for b, w in bodies.items() if isinstance(w, str)),
+                   key=lambda b: ("table", "floor", "wall").index(str(bodies[b])))
+    object_ids: dict[int, int] = {}
+    objects: dict[str, dict] = {}
+    for object_id, body in enumerate([*things, *stuff], start=1):
+        what = bodies[body]
+        object_ids[body] = object_id
+        if isinstance(what, str):
+            category = category_by_name(what)
+            objects[str(object_id)] = {"category": what, "category_id": category.id, "isthing": False,
+                                       "colour": None, "body": body}
+        else:
+            placed = spec.objects[int(what)]
+            objects[str(object_id)] = {"category": placed.category.name, "category_id": placed.category.id,
+                                       "isthing": True, "colour": placed.colour, "body": body,
+                                       "asset": placed.category.asset}
+    return object_ids, objects
+
+
+def backproject(depth: np.ndarray, focal: float, size: int, c2w: np.ndarray) -> np.ndarray:
+    """(H, W) z-depth -> (H, W, 3) world points, pixel centres at +0.5 (nerfstudio / OpenGL convention)."""
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+    camera = np.stack([(u - size / 2) / focal * depth, -(v - size / 2) / focal * depth, -depth], axis=-1)
+    return camera @ c2w[:3, :3].T + c2w[:3, 3]
+
+
+def voxel_dedup(xyz: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the first point of every occupied voxel (first in view order, so the result is deterministic)."""
+    keys = np.floor(xyz / VOXEL).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    first.sort()
+    return xyz[first].astype(np.float32), labels[first].astype(np.int32)
