@@ -69,7 +69,7 @@ def validate_images(images: object, name: str = "images") -> torch.Tensor:
     if not images.is_floating_point():
         raise InputError(f"{name}: got dtype {images.dtype}; {expected} (divide uint8 images by 255).")
     low, high = float(images.min()), float(images.max())
-    if not (0.0 <= low and high <= 1.0):  # also rejects NaN
+    if not (low >= 0.0 and high <= 1.0):  # written this way to also reject NaN
         raise InputError(f"{name}: values span [{low:.3g}, {high:.3g}]; {expected} (divide uint8 images by 255).")
     return images.float()
 
