@@ -1,5 +1,7 @@
 """find3d: FIND (Interfacing Foundation Models' Embeddings) for 3D scenes and ROS 2."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 CORE = [
@@ -44,7 +46,7 @@ setup(
     name="find3d",
     version="0.1.0",
     description="FIND interface on frozen foundation models, lifted to 3D feature fields and ROS 2",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",

@@ -23,10 +23,12 @@ class Command(NamedTuple):
 
 # Registered here only once they do real work (no stubs).
 COMMANDS: dict[str, Command] = {
+    "demo": Command("find3d.demo", "Run the main job end to end on generated data with the packaged defaults."),
     "models": Command("find3d.encoders.list_models", "List the frozen vision / language encoders that can be loaded."),
-    "make-data": Command("find3d.data.make_data", "Render a 2D training/eval dataset (COCO, refs, captions, FIND-Bench)."),
+    "make-data": Command("find3d.data.make_data", "Render a 2D dataset: COCO panoptic, refs, captions, FIND-Bench."),
     "make-scene": Command("find3d.data.make_scene", "Render a posed multi-view nerfstudio scene with 3D ground truth."),
     "check-data": Command("find3d.data.check", "Validate a dataset and list every problem with file and entry."),
+    "train-interface": Command("find3d.train.train_interface", "Train the FIND interface on frozen encoders."),
 }
 
 

@@ -161,5 +161,6 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>")
-        rows.append((key, repr(default), f.metadata.get("help", "")))
+        shown = str(default) if isinstance(default, Path) else repr(default)
+        rows.append((key, shown, f.metadata.get("help", "")))
     return rows

@@ -29,7 +29,7 @@ def test_json_and_torch_round_trip(tmp_path):
 
 
 def test_read_json_errors_name_the_file(tmp_path):
-    with pytest.raises(DataError, match="missing.json: file not found"):
+    with pytest.raises(DataError, match=r"missing\.json: file not found"):
         read_json(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": 1,,}')
@@ -43,7 +43,7 @@ def test_image_validation(tmp_path):
     assert load_image(path).shape == (16, 20, 3)
     assert as_rgb_array(np.zeros((16, 16, 3), np.float32)).dtype == np.uint8
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="broken.png: cannot be decoded"):
+    with pytest.raises(InputError, match=r"broken\.png: cannot be decoded"):
         load_image(tmp_path / "broken.png")
     with pytest.raises(InputError, match="single-channel"):
         as_rgb_array(np.zeros((16, 16)))

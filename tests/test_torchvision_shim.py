@@ -24,7 +24,8 @@ def test_pth_file_is_installed_in_site_packages():
 
 def test_shim_is_needed_here_and_only_registers_when_extension_fails():
     # On this machine PyPI's CUDA torchvision extension cannot load against CPU torch.
-    probe = run(str(BIN / "python"), "-c", "from find3d.compat import torchvision_ops as t; print(t._extension_loads())")
+    code = "from find3d.compat import torchvision_ops as t; print(t._extension_loads())"
+    probe = run(str(BIN / "python"), "-c", code)
     assert probe.stdout.strip() == "False", probe.stderr
 
 

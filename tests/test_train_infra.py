@@ -41,7 +41,7 @@ def test_checkpoints_rotate_and_last_points_to_newest(tmp_path):
 def test_corrupt_and_foreign_checkpoints_name_the_fix(tmp_path):
     path = save_checkpoint(tmp_path, 1, {"model": {}, "config": {}})
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(ModelError, match="corrupt .* delete it and resume from an earlier checkpoint"):
+    with pytest.raises(ModelError, match=r"corrupt .* delete it and resume from an earlier checkpoint"):
         load_checkpoint(path)
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)

@@ -39,8 +39,7 @@ class DataConfig:
     max_phrases: int = doc("Most grounding phrases kept per image (random subset when augmenting).", 16)
     max_spatial: int = doc("Most interactive (spatial) prompts drawn per image.", 8)
     max_interleave: int = doc("Most interleave entries kept per image.", 4)
-    # doc() wraps dataclasses.field (default_factory), which RUF009 cannot see through.
-    spatial_kinds: list[str] = doc(  # noqa: RUF009
+    spatial_kinds: list[str] = doc(
         "Interactive prompt kinds to draw from: point, box, scribble, polygon, circle, mask.",
         factory=lambda: ["point", "box", "scribble", "polygon", "circle"],
     )

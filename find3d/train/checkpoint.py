@@ -54,7 +54,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise ModelError(f"{path}: no checkpoints in {path / 'checkpoints'}; train first with find3d train-interface")
+            raise ModelError(f"{path}: no checkpoints in {path / 'checkpoints'}; train first (find3d train-interface)")
         path = found[-1]
     if not path.is_file():
         raise ModelError(f"checkpoint {path}: file not found; pass a .pt file or a run folder")

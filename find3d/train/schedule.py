@@ -12,7 +12,13 @@ import math
 import numpy as np
 
 
-def batch_indices(num_items: int, batch_size: int, step: int, seed: int, rank: int = 0, world_size: int = 1) -> list[int]:
+def epoch_of(step: int, num_items: int, batch_size: int, world_size: int = 1) -> int:
+    """The epoch ``step`` falls in (datasets reseed their augmentation per epoch)."""
+    return step // max(num_items // (batch_size * world_size), 1)
+
+
+def batch_indices(num_items: int, batch_size: int, step: int, seed: int, rank: int = 0,
+                  world_size: int = 1) -> list[int]:
     """This rank's dataset indices for ``step``: epochs are seeded permutations, cut into global batches."""
     if num_items <= 0:
         raise ValueError("cannot draw batches from an empty dataset")
