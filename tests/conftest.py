@@ -21,3 +21,33 @@ def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook 
     for item in items:
         if "requires_cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A real `find3d make-data` dataset of 12 rendered images (10 train + 2 val)."""
+    from find3d.data.make_data import make_data
+
+    root = tmp_path_factory.mktemp("tiny_dataset")
+    make_data(root, images=12, seed=0, size=128, workers=1, overwrite=True)
+    return root
+
+
+TINY_TRAIN_OVERRIDES = [
+    "batch_size=4", "max_steps=3", "checkpoint_every=3", "log_every=1", "num_workers=0", "torch_threads=1",
+    "dataset.image_size=128", "dataset.augment=false", "interface.hidden_dim=64", "interface.num_layers=2",
+    "interface.num_heads=4", "interface.ffn_dim=128", "interface.projection_dim=64", "interface.num_queries=11",
+    "interface.pixel_decoder_dim=32", "interface.num_points=256", "optim.warmup_steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset, tmp_path_factory):
+    """A real checkpoint: 3 training steps of a small interface on the packaged encoders."""
+    from find3d.config import load_config
+    from find3d.train.config import TrainInterfaceConfig
+    from find3d.train.loop import train_interface
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    config = load_config(TrainInterfaceConfig, None, [f"data={tiny_dataset}", f"output_dir={out}", *TINY_TRAIN_OVERRIDES])
+    return train_interface(config) / "checkpoints" / "last.pt"

@@ -20,6 +20,7 @@ from find3d.errors import InputError
 from find3d.fileio import load_image
 
 _TOKEN = re.compile(r"<image:([^<>#]+)(?:#([^<>]+))?>")
+_FORM = "<image:path[#mask.png|#box=x0,y0,x1,y1]>"
 #: what a visual entity is called in the entry's sentence (its span), so the sentence stays readable
 PLACEHOLDER = "<image>"
 
@@ -29,7 +30,7 @@ def parse_query(text: str, base_dir: str | Path = ".") -> InterleaveEntry:
     if not text or not text.strip():
         raise InputError("empty query: pass a phrase, an <image:path> reference, or both")
     if text.count("<") != text.count(">"):
-        raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as <image:path[#mask.png|#box=x0,y0,x1,y1]>")
+        raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as {_FORM}")
     sentence, entities, cursor = "", [], 0
     for match in _TOKEN.finditer(text):
         sentence += text[cursor : match.start()]
@@ -40,7 +41,7 @@ def parse_query(text: str, base_dir: str | Path = ".") -> InterleaveEntry:
         cursor = match.end()
     sentence += text[cursor:]
     if "<" in sentence.replace(PLACEHOLDER, ""):
-        raise InputError(f"query {text!r}: malformed reference; use <image:path[#mask.png|#box=x0,y0,x1,y1]>")
+        raise InputError(f"query {text!r}: malformed reference; use {_FORM}")
     return InterleaveEntry(sentence=" ".join(sentence.split()) if not entities else sentence, entities=entities)
 
 

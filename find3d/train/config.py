@@ -43,6 +43,10 @@ class TrainInterfaceConfig:
     feature_cache: Path | None = doc(
         "Folder of the frozen-backbone feature cache (None: <output_dir>/feature_cache). Only effective "
         "when data.augment is false, since augmented images never repeat.", None)
+    tasks: list[str] = doc(
+        "Tasks trained (generic, grounding, retrieval, interactive, interleave_grounding, interleave_retrieval); "
+        "empty: every task annotated in the data. Single-task runs are the baselines of joint training.",
+        factory=list)
     batch_size: int = doc("Images per step per process.", 8)
     max_steps: int = doc("Optimisation steps.", 2000)
     seed: int = doc("Seed of the data order, augmentation and initialisation.", 0)

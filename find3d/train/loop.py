@@ -32,6 +32,7 @@ from find3d.fileio import atomic_open
 from find3d.interface.collate import FindBatch, collate
 from find3d.interface.criterion import FindCriterion
 from find3d.interface.model import FindInterface, FindModel
+from find3d.interface.spec import TASKS
 from find3d.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from find3d.train.config import TrainInterfaceConfig
 from find3d.train.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown
@@ -71,6 +72,9 @@ class Run:
 
 
 def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
+    unknown = sorted(set(config.tasks) - set(TASKS))
+    if unknown:
+        raise ConfigError(f"tasks: unknown {unknown}; choose from {list(TASKS)} (empty list: all)")
     info = init_distributed(config.device)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -126,8 +130,12 @@ def train_step(run: Run, batch: FindBatch, step: int) -> dict[str, float]:
     if len(batch.ref_images):
         batch.ref_pyramid = run.cache(batch.ref_images)
     _, texts, refs = run.model.encode(batch, pyramid)
+    tasks = [t for t in batch.tasks if not cfg.tasks or t in cfg.tasks]
+    if not tasks:  # e.g. a single-task run on a batch without that task's annotations
+        run.scheduler.step()
+        return {"loss": 0.0}
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-        outputs = run.interface(pyramid, texts, batch, refs)
+        outputs = run.interface(pyramid, texts, batch, refs, tasks=tasks)
         losses = run.criterion(outputs, batch)
     run.optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()

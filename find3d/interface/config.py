@@ -1,0 +1,54 @@
+"""Configuration of the FIND interface: architecture, query pools and loss weights.
+
+Defaults are sized for CPU training on ~256 px images. The paper's GPU/COCO setting is
+``hidden_dim=512, num_layers=9, num_heads=8, ffn_dim=2048, projection_dim=512, num_queries=101``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from find3d.config import doc
+
+
+@dataclass
+class InterfaceConfig:
+    """The FIND interface (sampler, layers, pixel decoder, heads) and its multi-task criterion."""
+
+    hidden_dim: int = doc("Width of queries and prompt tokens inside the interface (paper: 512).", 256)
+    num_layers: int = doc("Number of interface layers (paper: 9).", 6)
+    num_heads: int = doc("Attention heads in content and condition attention (paper: 8).", 8)
+    ffn_dim: int = doc("Hidden width of each layer's feed-forward network (paper: 2048).", 1024)
+    dropout: float = doc("Dropout inside attention outputs and FFN (paper: 0.0).", 0.0)
+    projection_dim: int = doc("Width of the shared semantic space (semantic projection output; paper: 512).", 256)
+    num_queries: int = doc(
+        "Learnable queries: num_queries - 1 object queries plus 1 image-level query (paper: 101).", 51)
+    feature_strides: tuple[int, ...] = doc(
+        "Strides of the pixel-decoder levels the content attention reads, one level per layer round-robin, "
+        "coarsest first as in Mask2Former (paper: 3 levels).", (32, 16, 8))
+    pixel_decoder_dim: int = doc(
+        "Channels of the light FPN pixel decoder and of the per-pixel mask features at stride 4.", 64)
+    max_spatial_prompts: int = doc(
+        "Spatial memory size: interactive prompts kept per image (paper: 32).", 32)
+    class_prompt: str = doc(
+        "Template turning a class name into the text the language encoder embeds; '{}' is the name.",
+        "a photo of a {}.")
+    text_cache_size: int = doc(
+        "Strings whose frozen language-encoder tokens are kept in memory (class names repeat every batch).",
+        4096)
+    # --- losses -------------------------------------------------------------------------------
+    class_weight: float = doc("Weight of the matched class cross-entropy (panoptic).", 2.0)
+    mask_weight: float = doc("Weight of the point-sampled mask BCE.", 5.0)
+    dice_weight: float = doc("Weight of the dice loss.", 5.0)
+    no_object_weight: float = doc("Cross-entropy weight of the no-object class for unmatched queries.", 0.1)
+    retrieval_weight: float = doc("Weight of the image-caption contrastive loss.", 8.0)
+    interleave_contrastive_weight: float = doc("Weight of the image-interleave contrastive loss.", 8.0)
+    grounding_weight: float = doc("Multiplier of the grounding mask BCE + dice terms.", 0.4)
+    spatial_weight: float = doc("Multiplier of the interactive (spatial) mask BCE + dice terms.", 0.4)
+    interleave_weight: float = doc("Multiplier of the interleave-grounding mask BCE + dice terms.", 0.4)
+    num_points: int = doc(
+        "Points sampled per mask for the mask losses and matching costs (Mask2Former: 12544 at 1024 px).", 4096)
+    oversample_ratio: float = doc("Candidate points per kept point for uncertainty-based point sampling.", 3.0)
+    importance_ratio: float = doc("Share of kept points chosen among the most uncertain candidates.", 0.75)
+    temperature: float = doc("Initial temperature of the learnable contrastive / class logit scale.", 0.07)
+    deep_supervision: bool = doc("Add the losses of every layer's (auxiliary) predictions.", True)

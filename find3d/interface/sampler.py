@@ -1,0 +1,217 @@
+"""EmbeddingSampler: the prompt tokens and queries each task feeds into the interface.
+
+Prompts: image features (the pixel decoder's memory, read directly by the layers), class names /
+phrases / captions (frozen language tokens projected to the interface width), spatial prompts
+(image memory pooled under the rasterised prompt, one token per level), interleave entries (text
+pieces' tokens, each visual entity replaced by memory of its reference image pooled under its mask).
+Queries: sampled from two learnable pools, object queries and the image-level query; proposals
+that predict masks copy object queries, queries summarising an item copy the image query
+(``spec.QUERY_POOL``). Every element also gets a learned embedding of its type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from find3d.interface.collate import SPATIAL_KINDS, FindBatch, Piece
+from find3d.interface.config import InterfaceConfig
+from find3d.interface.pixel_decoder import PixelFeatures
+from find3d.interface.spec import QUERY_POOL, TYPE_INDEX, TYPES, Elements
+
+#: (vectors (n, D), entity, part) of one stretch of prompt tokens
+Stretch = tuple[torch.Tensor, int, int]
+
+
+@dataclass
+class Block:
+    """What one task adds to the joint sequence: prompt tokens and queries with their ids."""
+
+    task: str
+    tokens: torch.Tensor  # (B, T, D)
+    token_ids: Elements
+    queries: torch.Tensor  # (B, Q, D)
+    query_ids: Elements
+    slots: dict[str, slice]  # query type -> positions inside this block's queries
+
+
+def pool_under_masks(memory: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
+    """Mean of each memory level under each mask: ``(B, N, H, W)`` masks -> ``(B, N, levels, C)``.
+
+    Masks are max-pooled to each level so that a single clicked pixel still selects its cell.
+    """
+    pooled = []
+    for level in memory:
+        cells = F.adaptive_max_pool2d(masks.float(), level.shape[-2:]) if masks.numel() else masks.float()
+        total = torch.einsum("bnhw,bdhw->bnd", cells, level)
+        pooled.append(total / cells.sum((-2, -1))[..., None].clamp(min=1.0))
+    return torch.stack(pooled, dim=2)
+
+
+def _ids(batch: int, count: int, type_name: str, task: int, entity: torch.Tensor | int, part: torch.Tensor | int,
+         valid: torch.Tensor | bool, device: torch.device) -> Elements:
+    def full(value: torch.Tensor | int | bool, dtype: torch.dtype) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.to(device=device, dtype=dtype).expand(batch, count)
+        return torch.full((batch, count), value, dtype=dtype, device=device)
+
+    return Elements(
+        types=torch.full((count,), TYPE_INDEX[type_name], dtype=torch.long, device=device),
+        tasks=torch.full((count,), task, dtype=torch.long, device=device),
+        entity=full(entity, torch.long), part=full(part, torch.long), valid=full(valid, torch.bool))
+
+
+class EmbeddingSampler(nn.Module):
+    """Builds a ``Block`` per task from the batch, image memory and projected text tokens."""
+
+    def __init__(self, config: InterfaceConfig, language_dim: int) -> None:
+        super().__init__()
+        dim = config.hidden_dim
+        self.dim = dim
+        self.object_queries = nn.Embedding(config.num_queries - 1, dim)
+        self.image_query = nn.Embedding(1, dim)
+        self.type_embed = nn.Embedding(len(TYPES), dim)
+        self.kind_embed = nn.Embedding(len(SPATIAL_KINDS), dim)
+        self.reference_embed = nn.Parameter(torch.zeros(dim))
+        # pooled image memory (pixel-decoder width) -> interface width, for spatial and visual-reference tokens
+        self.visual_proj = nn.Linear(config.pixel_decoder_dim, dim)
+        # LayerNorm first: LLM hidden states carry a few huge-magnitude channels.
+        self.text_proj = nn.Sequential(nn.LayerNorm(language_dim), nn.Linear(language_dim, dim))
+
+    # --- pieces -------------------------------------------------------------------------------
+    def project_texts(self, texts: Mapping[str, torch.Tensor], needed: list[str]) -> dict[str, torch.Tensor]:
+        """Project the frozen tokens ``(T_i, language_dim)`` of every needed string to ``(T_i, D)``."""
+        missing = [s for s in needed if s not in texts]
+        if missing:
+            raise KeyError(f"no language tokens for {missing[:3]}; embed batch.strings() first")
+        if not needed:
+            return {}
+        lengths = [texts[s].shape[0] for s in needed]
+        weight = self.text_proj[1].weight
+        projected = self.text_proj(torch.cat([texts[s] for s in needed]).to(weight.device, weight.dtype))
+        return dict(zip(needed, projected.split(lengths)))
+
+    def _pool_query(self, type_name: str, count: int) -> torch.Tensor:
+        """``(count, D)`` copies from the type's pool (object queries cycle when more are needed)."""
+        if QUERY_POOL[type_name] == "image":
+            base = self.image_query.weight.expand(count, -1)
+        else:
+            pool = self.object_queries.weight
+            base = pool[torch.arange(count, device=pool.device) % pool.shape[0]]
+        return base + self.type_embed.weight[TYPE_INDEX[type_name]]
+
+    def _pack(self, stretches: list[list[Stretch]], type_name: str, task: int,
+              device: torch.device) -> tuple[torch.Tensor, Elements]:
+        """Pad per-image token stretches into ``(B, T, D)`` with entity / part / validity ids."""
+        batch = len(stretches)
+        length = max([sum(v.shape[0] for v, _, _ in s) for s in stretches] + [0])
+        tokens = torch.zeros(batch, length, self.dim, device=device)
+        ids = _ids(batch, length, type_name, task, -1, -1, False, device)
+        ids.entity, ids.part, ids.valid = ids.entity.clone(), ids.part.clone(), ids.valid.clone()
+        for b, image_stretches in enumerate(stretches):
+            cursor = 0
+            for vectors, entity, part in image_stretches:
+                end = cursor + vectors.shape[0]
+                tokens[b, cursor:end] = vectors
+                ids.entity[b, cursor:end], ids.part[b, cursor:end], ids.valid[b, cursor:end] = entity, part, True
+                cursor = end
+        return tokens + self.type_embed.weight[TYPE_INDEX[type_name]], ids
+
+    def _queries(self, runs: list[tuple[str, int, Elements]]) -> tuple[torch.Tensor, Elements, dict[str, slice]]:
+        """Concatenate query runs ``(type, count, ids)``; returns queries ``(B, Q, D)``, ids, slots."""
+        batch = runs[0][2].entity.shape[0]
+        vectors, slots, cursor = [], {}, 0
+        for type_name, count, _ in runs:
+            vectors.append(self._pool_query(type_name, count))
+            slots[type_name] = slice(cursor, cursor + count)
+            cursor += count
+        queries = torch.cat(vectors)[None].expand(batch, -1, -1)
+        return queries, Elements.cat([ids for _, _, ids in runs]), slots
+
+    # --- tasks --------------------------------------------------------------------------------
+    def build(self, task: str, index: int, batch: FindBatch, pixels: PixelFeatures,
+              references: PixelFeatures | None, texts: dict[str, torch.Tensor]) -> Block:
+        """The ``Block`` of ``task`` (at position ``index`` among the forward's tasks)."""
+        device = batch.images.device
+        size = batch.images.shape[0]
+        if task == "generic":  # class names go through ``text_block``: they never meet the image
+            tokens, token_ids = self._pack([[]] * size, "p.class", index, device)
+            objects = self.object_queries.num_embeddings
+            runs = [("q.object", objects, _ids(size, objects, "q.object", index, -1, -1, True, device)),
+                    ("q.image", 1, _ids(size, 1, "q.image", index, -1, -1, True, device))]
+        elif task == "grounding":
+            stretches = [[(texts[p], i, -1) for i, p in enumerate(phrases)] for phrases in batch.phrases]
+            tokens, token_ids = self._pack(stretches, "p.text", index, device)
+            count = batch.phrase_valid.shape[1]
+            entity = torch.arange(count, device=device)
+            runs = [(t, count, _ids(size, count, t, index, entity, -1, batch.phrase_valid, device))
+                    for t in ("q.grounding", "q.text")]
+        elif task == "retrieval":
+            stretches = [[] if c is None else [(texts[c], 0, -1)] for c in batch.captions]
+            tokens, token_ids = self._pack(stretches, "p.caption", index, device)
+            has = torch.tensor([c is not None for c in batch.captions], device=device)[:, None]
+            runs = [("q.image", 1, _ids(size, 1, "q.image", index, -1, -1, True, device)),
+                    ("q.caption", 1, _ids(size, 1, "q.caption", index, 0, -1, has, device))]
+        elif task == "interactive":
+            tokens, token_ids = self._spatial_tokens(batch, pixels, index)
+            count = batch.spatial_valid.shape[1]
+            entity = torch.arange(count, device=device)
+            runs = [(t, count, _ids(size, count, t, index, entity, -1, batch.spatial_valid, device))
+                    for t in ("q.segment", "q.spatial")]
+        elif task in ("interleave_grounding", "interleave_retrieval"):
+            stretches = [self._entry_stretches(pieces, references, batch.ref_masks, texts)
+                         for pieces in batch.interleave]
+            tokens, token_ids = self._pack(stretches, "p.interleave", index, device)
+            has = torch.tensor([bool(p) for p in batch.interleave], device=device)[:, None]
+            if task == "interleave_grounding":
+                count = batch.entity_valid.shape[1]
+                part = torch.arange(count, device=device)
+                runs = [("q.entity", count, _ids(size, count, "q.entity", index, 0, part, batch.entity_valid,
+                                                 device))]
+            else:
+                runs = [("q.image", 1, _ids(size, 1, "q.image", index, -1, -1, True, device))]
+            runs.append(("q.interleave", 1, _ids(size, 1, "q.interleave", index, 0, -1, has, device)))
+        else:
+            raise KeyError(f"unknown task {task!r}")
+        queries, query_ids, slots = self._queries(runs)
+        return Block(task, tokens, token_ids, queries, query_ids, slots)
+
+    def text_block(self, strings: list[str], texts: dict[str, torch.Tensor], query_type: str,
+                   prompt_type: str) -> Block:
+        """A batch-of-one block embedding each string alone: its tokens (entity i) and one query."""
+        device = self.image_query.weight.device
+        tokens, token_ids = self._pack([[(texts[s], i, -1) for i, s in enumerate(strings)]], prompt_type, 0, device)
+        entity = torch.arange(len(strings), device=device)
+        queries, query_ids, slots = self._queries(
+            [(query_type, len(strings), _ids(1, len(strings), query_type, 0, entity, -1, True, device))])
+        return Block("text", tokens, token_ids, queries, query_ids, slots)
+
+    def _spatial_tokens(self, batch: FindBatch, pixels: PixelFeatures, index: int) -> tuple[torch.Tensor, Elements]:
+        """One token per memory level per spatial prompt: memory pooled under the prompt + its kind."""
+        pooled = self.visual_proj(pool_under_masks(pixels.memory, batch.spatial_prompts))  # (B, S, L, D)
+        pooled = pooled + self.kind_embed(batch.spatial_kinds)[:, :, None]
+        size, count, levels, _ = pooled.shape
+        device = pooled.device
+        entity = torch.arange(count, device=device).repeat_interleave(levels)
+        valid = batch.spatial_valid.repeat_interleave(levels, dim=1)
+        ids = _ids(size, count * levels, "p.spatial", index, entity, -1, valid, device)
+        return pooled.flatten(1, 2) + self.type_embed.weight[TYPE_INDEX["p.spatial"]], ids
+
+    def _entry_stretches(self, pieces: list[Piece], references: PixelFeatures | None, masks: torch.Tensor,
+                         texts: dict[str, torch.Tensor]) -> list[Stretch]:
+        """An interleave entry's token stretches (entity 0): text pieces, visual references pooled."""
+        out: list[Stretch] = []
+        for piece, part in pieces:
+            if isinstance(piece, str):
+                out.append((texts[piece], 0, part))
+                continue
+            if references is None:
+                raise ValueError("the batch has visual references but no reference features were given")
+            memory = [level[piece: piece + 1] for level in references.memory]
+            mask = masks[piece: piece + 1, None]
+            out.append((self.visual_proj(pool_under_masks(memory, mask)[0, 0]) + self.reference_embed, 0, part))
+        return out
