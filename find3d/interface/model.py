@@ -354,13 +354,15 @@ class TextCache:
         self._store: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def __call__(self, strings: Sequence[str]) -> dict[str, torch.Tensor]:
-        """``{string: (T_i, dim)}`` valid-token vectors; misses are encoded in one batch."""
+        """``{string: (T_i, dim)}`` valid-token vectors; misses are encoded one by one."""
         missing = list(dict.fromkeys(s for s in strings if s not in self._store))
-        if missing:
-            with torch.no_grad():
-                encoded = self.language(missing)
-            for i, text in enumerate(missing):
-                self._store[text] = encoded.tokens[i][encoded.mask[i]].detach()
+        # One string per call: padded batches change matmul shapes and so the last bits of the
+        # result, and a string's tokens must not depend on what else was encoded with it (resumed
+        # runs and single queries must see exactly the vectors training saw).
+        with torch.no_grad():
+            for text in missing:
+                encoded = self.language([text])
+                self._store[text] = encoded.tokens[0][encoded.mask[0]].detach()
         out = {}
         for text in strings:
             self._store.move_to_end(text)
