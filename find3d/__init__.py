@@ -1,10 +1,24 @@
 """find3d: FIND (Interfacing Foundation Models' Embeddings) for 2D, 3D and ROS 2.
 
-Heavy modules are imported lazily so that ``import find3d`` and ``find3d --help`` stay fast.
+Heavy modules are imported lazily so that ``import find3d`` and ``find3d --help`` stay fast:
+``find3d.Interface`` (torch, the encoders) is imported on first access.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from find3d.interface.api import Interface
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Interface", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Interface":
+        from find3d.interface.api import Interface
+
+        return Interface
+    raise AttributeError(f"module 'find3d' has no attribute {name!r}")

@@ -1,13 +1,40 @@
-"""The public Python API of a trained interface: ``find3d.Interface.from_checkpoint(path)``."""
+"""The public Python API of a trained interface: ``find3d.Interface.from_checkpoint(path)``.
+
+Every method takes images as a path, a PIL image or an ``(H, W, 3)`` uint8 / float array and
+preprocesses them exactly as the evaluation mapper does (``eval_transform``: shorter side to
+``dataset.image_size``, centred on a square ``eval_max_size`` canvas), so the model sees what it was
+evaluated on. Mask logits are resampled from the canvas straight back to the ORIGINAL image (one
+bilinear ``grid_sample`` through the inverse of that map), so every mask, segment map and pixel
+embedding is aligned with the pixels the caller passed in.
+
+Two semantic spaces come out of the interface (same width ``dim``): object / class embeddings
+(``segment``, ``embed_pixels`` features, ``encode_query``) and image-level retrieval embeddings
+(``embed_image``, ``retrieve``, ``interleave_retrieve``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as F
 
-from find3d.interface.model import FindInterface, FindModel
+from find3d.data.mappers import Affine, _stroke, eval_transform
+from find3d.data.samples import InterleaveEntity, InterleaveEntry, Phrase, Sample, SpatialPrompt, VisualRef
+from find3d.errors import InputError
+from find3d.fileio import as_rgb_array
+from find3d.interface.collate import collate
+from find3d.interface.model import FindInterface, FindModel, Outputs
+from find3d.interface.pixel_decoder import MASK_STRIDE
+from find3d.interface.syntax import PLACEHOLDER, parse_query
+
+#: images per forward pass when embedding many images (retrieval): bounded memory, still batched
+CHUNK = 8
 
 
 @dataclass
@@ -37,3 +64,471 @@ def load_interface(checkpoint: str | Path, device: str | torch.device = "cpu") -
     interface.load_state_dict(state["model"])
     model = FindModel(interface, vision, language).to(device).eval()
     return LoadedInterface(model, list(state["class_names"]), list(state["isthing"]), config, int(state["step"]))
+
+
+# ------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class PanopticResult:
+    """Panoptic segmentation at the original resolution."""
+
+    segment_ids: np.ndarray  # (H, W) int32, 0 = void, else the ``id`` of a segment
+    segments: list[dict[str, Any]]  # {id, category, class_name, isthing, score}
+    class_names: list[str]  # the vocabulary ``category`` indexes
+    probabilities: np.ndarray | None = None  # (K, H, W) float32 per-pixel class probabilities (sum 1 over K)
+
+
+@dataclass
+class GroundingResult:
+    """One mask per phrase, at the original resolution."""
+
+    masks: np.ndarray  # (N, H, W) bool
+    probabilities: np.ndarray  # (N, H, W) float32
+    scores: np.ndarray  # (N,) float32, cosine of each mask query with its phrase's embedding
+
+
+@dataclass
+class InteractiveResult:
+    """The object the spatial prompts select (the union of what each prompt selects)."""
+
+    mask: np.ndarray  # (H, W) bool
+    probability: np.ndarray  # (H, W) float32
+    prompt_probabilities: np.ndarray  # (P, H, W) float32, one per point / box, in the order given
+
+
+@dataclass
+class RetrievalResult:
+    """Cosine similarities of image and text embeddings, and the rankings they imply."""
+
+    similarity: np.ndarray  # (I, T) float32
+    image_to_text: np.ndarray  # (I, T) int64: texts per image, best first
+    text_to_image: np.ndarray  # (T, I) int64: images per text, best first
+
+
+@dataclass
+class InterleaveGroundingResult:
+    """One mask per entity of an interleave entry (entities in sentence order)."""
+
+    masks: np.ndarray  # (E, H, W) bool
+    probabilities: np.ndarray  # (E, H, W) float32
+    entities: list[str]  # the entity's phrase, or the source of its visual reference
+
+
+@dataclass
+class PixelEmbedding:
+    """Per-pixel embeddings ``E(x) = Σ_k m_k(x) s_k / Σ_k m_k(x)`` (unit vectors) and the image vector."""
+
+    features: torch.Tensor  # (h, w, D) float32 on the CPU
+    image_vector: torch.Tensor  # (D,) float32 on the CPU, unit norm
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An image on the model's canvas and the map that put it there."""
+
+    canvas: np.ndarray  # (S, S, 3) uint8
+    geometry: Affine
+    size: tuple[int, int]  # original (H, W)
+
+
+# -------------------------------------------------------------------------------------- validation
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:i]'") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available here; use device='cpu' or 'auto'")
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r} is not supported; use 'auto', 'cpu' or 'cuda[:i]'")
+    return resolved
+
+
+def _texts(texts: str | Sequence[str], name: str) -> list[str]:
+    """A non-empty list of non-blank strings (a single string is a list of one)."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items:
+        raise InputError(f"{name}: got an empty list; pass at least one non-empty string")
+    bad = [t for t in items if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise InputError(f"{name}: {bad[0]!r} is not a non-empty string; pass text such as 'a red mug'")
+    return items
+
+
+def _points(points: Sequence[Sequence[float]], size: tuple[int, int]) -> list[tuple[float, float]]:
+    height, width = size
+    out = []
+    for point in points:
+        if len(point) != 2:
+            raise InputError(f"points: {tuple(point)} is not an (x, y) pair; pass points=[(x, y), ...] in pixels")
+        x, y = float(point[0]), float(point[1])
+        if not (0 <= x < width and 0 <= y < height):
+            raise InputError(f"points: ({x:g}, {y:g}) lies outside the {width}x{height} image; "
+                             f"use 0 <= x < {width} and 0 <= y < {height}")
+        out.append((x, y))
+    return out
+
+
+def _boxes(boxes: Sequence[Sequence[float]], size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+    height, width = size
+    out = []
+    for box in boxes:
+        if len(box) != 4:
+            raise InputError(f"boxes: {tuple(box)} is not (x0, y0, x1, y1); pass boxes=[(x0, y0, x1, y1), ...]")
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+            raise InputError(f"boxes: ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {width}x{height} image "
+                             "or has no area; need 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height")
+        out.append((x0, y0, x1, y1))
+    return out
+
+
+def _entry(entry: str | InterleaveEntry, base_dir: str | Path) -> InterleaveEntry:
+    if isinstance(entry, str):
+        return parse_query(entry, base_dir)
+    if isinstance(entry, InterleaveEntry):
+        return entry
+    raise InputError(f"interleave entry: got {type(entry).__name__}; pass a query string such as "
+                     "'the mug next to <image:keys.png#box=10,10,50,40>' or an InterleaveEntry")
+
+
+def _sentence_text(entry: InterleaveEntry) -> str:
+    """The entry's words with its visual references cut out (text entities stay: they are words)."""
+    text, cursor = "", 0
+    for entity in sorted(entry.entities, key=lambda e: e.span[0]):
+        if entity.ref is not None:
+            text += entry.sentence[cursor:entity.span[0]] + " "
+            cursor = entity.span[1]
+    text += entry.sentence[cursor:]
+    return " ".join(text.replace(PLACEHOLDER, " ").split())
+
+
+# ------------------------------------------------------------------------------------------ geometry
+
+
+def _resample(maps: torch.Tensor, geometry: Affine, size: tuple[int, int], out: tuple[int, int]) -> torch.Tensor:
+    """Sample stride-4 canvas maps ``(B, C, h, w)`` on an ``out`` grid spanning the original ``size`` image.
+
+    Original pixel-index coordinates go through the eval affine to canvas pixels, then to the
+    ``align_corners=False`` frame of the stride-4 map (cell ``j`` covers canvas pixels ``[4j, 4j+4)``).
+    """
+    (height, width), (rows, cols) = size, out
+    scale, tx, ty = geometry.matrix[0, 0], geometry.matrix[0, 2], geometry.matrix[1, 2]
+    xs = (torch.arange(cols, dtype=torch.float64) + 0.5) * (width / cols) - 0.5
+    ys = (torch.arange(rows, dtype=torch.float64) + 0.5) * (height / rows) - 0.5
+    gx = ((scale * xs + tx) + 0.5) / (MASK_STRIDE * maps.shape[-1]) * 2 - 1
+    gy = ((scale * ys + ty) + 0.5) / (MASK_STRIDE * maps.shape[-2]) * 2 - 1
+    grid = torch.stack([gx[None, :].expand(rows, cols), gy[:, None].expand(rows, cols)], dim=-1)
+    grid = grid.to(maps.device, maps.dtype)[None].expand(maps.shape[0], -1, -1, -1)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _fit_ref(ref: VisualRef, image_size: int, max_size: int) -> VisualRef:
+    """A visual reference on the model's canvas (as the mapper puts images there); a mask too small to
+    survive the downscale keeps the canvas pixel of its centroid, so the reference never vanishes."""
+    image = as_rgb_array(ref.image, "visual reference image")
+    mask = np.asarray(ref.mask, dtype=bool)
+    if mask.shape != image.shape[:2] or not mask.any():
+        raise InputError(f"visual reference {ref.source!r}: needs a non-empty (H, W) mask of its image's size "
+                         f"{image.shape[:2]}, got {mask.shape}")
+    geometry = eval_transform(image.shape[0], image.shape[1], image_size, max_size)
+    fitted = geometry.mask(mask)
+    if not fitted.any():
+        ys, xs = np.nonzero(mask)
+        x, y = geometry.matrix @ np.array([xs.mean(), ys.mean(), 1.0])
+        fitted[min(max(round(y), 0), max_size - 1), min(max(round(x), 0), max_size - 1)] = True
+    return VisualRef(geometry.image(image), fitted, ref.source)
+
+
+# ------------------------------------------------------------------------------------------ interface
+
+
+class Interface:
+    """A trained FIND interface with its frozen encoders: 2D tasks and embeddings for 3D queries."""
+
+    def __init__(self, loaded: LoadedInterface) -> None:
+        self.loaded = loaded
+        dataset = loaded.config.dataset  # type: ignore[attr-defined]
+        self._image_size = int(dataset.image_size)
+        self._canvas = int(dataset.eval_max_size or dataset.image_size)
+        self._class_prompt = loaded.model.interface.config.class_prompt
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Interface:
+        """Load a checkpoint file or run folder; ``device``: 'auto' (CUDA when available), 'cpu', 'cuda[:i]'."""
+        return cls(load_interface(path, _resolve_device(device)))
+
+    @property
+    def model(self) -> FindModel:
+        return self.loaded.model
+
+    @property
+    def class_names(self) -> list[str]:
+        """The trained vocabulary (``segment``'s default)."""
+        return list(self.loaded.class_names)
+
+    @property
+    def isthing(self) -> list[bool]:
+        return list(self.loaded.isthing)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.interface.no_object.device
+
+    @property
+    def dim(self) -> int:
+        """Width of the semantic space (embeddings, queries)."""
+        return int(self.model.interface.config.projection_dim)
+
+    @property
+    def canvas_size(self) -> int:
+        """Side of the square canvas images are resized and padded onto."""
+        return self._canvas
+
+    # --- plumbing -----------------------------------------------------------------------------
+    def _prepare(self, image: Any, name: str = "image") -> _Prepared:
+        array = as_rgb_array(image, name)
+        geometry = eval_transform(array.shape[0], array.shape[1], self._image_size, self._canvas)
+        return _Prepared(geometry.image(array), geometry, (array.shape[0], array.shape[1]))
+
+    def _blank(self) -> np.ndarray:
+        return np.zeros((self._canvas, self._canvas), dtype=bool)
+
+    def _run(self, samples: list[Sample], tasks: list[str], class_names: Sequence[str] | None = None,
+             pyramid: dict[int, torch.Tensor] | None = None) -> Outputs:
+        """One no-grad forward of ``tasks`` on ``samples`` (spatial prompts are never truncated)."""
+        batch = collate(samples, self.class_names if class_names is None else class_names, self._class_prompt,
+                        max_spatial=max([len(s.spatial) for s in samples] + [1]))
+        with torch.no_grad():
+            return self.model(batch.to(self.device), pyramid=pyramid, tasks=tasks)
+
+    def _original(self, logits: torch.Tensor, prepared: _Prepared) -> torch.Tensor:
+        """``(n, H, W)`` float32 probabilities at the original size from ``(1, n, h, w)`` canvas logits."""
+        return _resample(logits, prepared.geometry, prepared.size, prepared.size)[0].float().sigmoid()
+
+    def _native_size(self, prepared: _Prepared) -> tuple[int, int]:
+        """The original image's extent on the stride-4 map: pixel embeddings at no upsampling."""
+        scale, (height, width) = prepared.geometry.matrix[0, 0], prepared.size
+        return max(1, round(height * scale / MASK_STRIDE)), max(1, round(width * scale / MASK_STRIDE))
+
+    def _vocabulary(self, classes: Sequence[str] | None, isthing: Sequence[bool] | None
+                    ) -> tuple[list[str], list[bool]]:
+        if classes is None:
+            return self.class_names, self.isthing if isthing is None else list(isthing)
+        if isinstance(classes, str):
+            raise InputError(f"classes: got the string {classes!r}; pass a list of names, e.g. [{classes!r}]")
+        names = _texts(classes, "classes")
+        if isthing is None:  # known names keep their trained flag; new ones are countable things
+            known = dict(zip(self.loaded.class_names, self.loaded.isthing))
+            return names, [known.get(n, True) for n in names]
+        if len(isthing) != len(names):
+            raise InputError(f"isthing has {len(isthing)} flags for {len(names)} classes; pass one flag per class")
+        return names, list(isthing)
+
+    # --- generic segmentation -----------------------------------------------------------------
+    def segment(self, image: Any, classes: Sequence[str] | None = None, isthing: Sequence[bool] | None = None,
+                threshold: float = 0.8, probabilities: bool = False) -> PanopticResult:
+        """Panoptic segmentation over ``classes`` (open vocabulary: any names or descriptions; default:
+        the trained vocabulary). ``threshold``: least class score of a kept segment; ``probabilities``:
+        also return per-pixel class probabilities (Mask2Former semantic inference, normalised)."""
+        names, things = self._vocabulary(classes, isthing)
+        prepared = self._prepare(image)
+        out = self._run([Sample("query", prepared.canvas)], ["generic"], names)["generic"]
+        class_probs = out["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
+        keep = class_probs.max(-1).values > threshold
+        ids, segments = np.zeros(prepared.size, dtype=np.int32), []
+        if keep.any():
+            # only the kept queries are resampled: full-resolution masks of all queries are the memory peak
+            masks = _resample(out["masks"][:, keep], prepared.geometry, prepared.size, prepared.size)
+            kept = {"logits": out["logits"][:, keep], "masks": masks}
+            [(merged, info)] = FindInterface.panoptic(kept, things, prepared.size, object_threshold=threshold)
+            ids = merged.cpu().numpy().astype(np.int32)
+            segments = [{"id": s["id"], "category": s["category_id"], "class_name": names[s["category_id"]],
+                         "isthing": s["isthing"], "score": s["score"]} for s in info]
+        result = PanopticResult(ids, segments, names)
+        if probabilities:
+            semantic = torch.einsum("qk,qhw->khw", class_probs, self._original(out["masks"], prepared))
+            result.probabilities = (semantic / semantic.sum(0, keepdim=True).clamp(min=1e-6)).cpu().numpy()
+        return result
+
+    # --- grounding ----------------------------------------------------------------------------
+    def ground(self, image: Any, texts: str | Sequence[str]) -> GroundingResult:
+        """One mask per phrase (referring expressions, entity phrases)."""
+        phrases = _texts(texts, "texts")
+        prepared = self._prepare(image)
+        sample = Sample("query", prepared.canvas, phrases=[Phrase(t, self._blank()) for t in phrases])
+        out = self._run([sample], ["grounding"])["grounding"]
+        probs = self._original(out["masks"], prepared)
+        scores = (out["semantic"]["q.grounding"][0] * out["semantic"]["q.text"][0]).sum(-1)
+        return GroundingResult((probs >= 0.5).cpu().numpy(), probs.cpu().numpy(), scores.float().cpu().numpy())
+
+    # --- interactive --------------------------------------------------------------------------
+    def interact(self, image: Any, points: Sequence[Sequence[float]] = (),
+                 boxes: Sequence[Sequence[float]] = ()) -> InteractiveResult:
+        """Segment what the clicks ``points`` ``[(x, y)]`` and ``boxes`` ``[(x0, y0, x1, y1)]`` (pixels of
+        the original image; box corners are edges, x1/y1 exclusive) select. Each prompt is rasterised
+        on the canvas as the data mappers draw it and segmented on its own; the result is their union."""
+        prepared = self._prepare(image)
+        clicks, rects = _points(points, prepared.size), _boxes(boxes, prepared.size)
+        if not clicks and not rects:
+            raise InputError("interact needs at least one prompt: pass points=[(x, y)] and/or boxes=[(x0, y0, x1, y1)]")
+        prompts = [self._point_prompt(p, prepared) for p in clicks] + [self._box_prompt(b, prepared) for b in rects]
+        out = self._run([Sample("query", prepared.canvas, spatial=prompts)], ["interactive"])["interactive"]
+        probs = self._original(out["masks"], prepared)
+        union = probs.max(0).values
+        return InteractiveResult((union >= 0.5).cpu().numpy(), union.cpu().numpy(), probs.cpu().numpy())
+
+    def _point_prompt(self, point: tuple[float, float], prepared: _Prepared) -> SpatialPrompt:
+        x, y = prepared.geometry.matrix @ np.array([point[0], point[1], 1.0])
+        canvas = np.zeros((self._canvas, self._canvas), dtype=np.uint8)
+        cv2.circle(canvas, (round(x), round(y)), _stroke(canvas.shape), 1, thickness=-1)
+        return SpatialPrompt("point", canvas.astype(bool), self._blank())
+
+    def _box_prompt(self, box: tuple[float, float, float, float], prepared: _Prepared) -> SpatialPrompt:
+        # Pixel edges map as e -> scale * e + pad (the affine is written for pixel centres).
+        scale = prepared.geometry.matrix[0, 0]
+        pad_x = prepared.geometry.matrix[0, 2] - 0.5 * scale + 0.5
+        pad_y = prepared.geometry.matrix[1, 2] - 0.5 * scale + 0.5
+        x0, x1 = (round(scale * v + pad_x) for v in (box[0], box[2]))
+        y0, y1 = (round(scale * v + pad_y) for v in (box[1], box[3]))
+        canvas = np.zeros((self._canvas, self._canvas), dtype=np.uint8)
+        # an outline of the box, inclusive corners, one pixel thick: what ``draw_prompt("box")`` draws
+        cv2.rectangle(canvas, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), 1, thickness=1)
+        return SpatialPrompt("box", canvas.astype(bool), self._blank(), (float(x0), float(y0), float(x1), float(y1)))
+
+    # --- retrieval ----------------------------------------------------------------------------
+    def _image_vectors(self, images: Sequence[Any]) -> torch.Tensor:
+        """``(I, D)`` retrieval image vectors, ``CHUNK`` images per forward, with a bar for long lists."""
+        from tqdm import tqdm
+
+        items = list(images)
+        if not items:
+            raise InputError("images: got an empty list; pass at least one image (path, PIL image or array)")
+        vectors = []
+        with tqdm(total=len(items), desc="embed images", unit="image",
+                  disable=None if len(items) > CHUNK else True) as bar:
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start:start + CHUNK]
+                samples = [Sample(f"image{start + i}", self._prepare(im, f"images[{start + i}]").canvas)
+                           for i, im in enumerate(chunk)]
+                vectors.append(self._run(samples, ["retrieval"])["retrieval"]["semantic"]["q.image"][:, 0])
+                bar.update(len(chunk))
+        return torch.cat(vectors).float().cpu()
+
+    def retrieve(self, images: Sequence[Any], texts: str | Sequence[str]) -> RetrievalResult:
+        """Image-text similarity (cosine of image and caption embeddings) and rankings both ways."""
+        captions = _texts(texts, "texts")
+        image_vectors = self._image_vectors(images)
+        with torch.no_grad():
+            text_vectors = self.model.encode_texts(captions, kind="caption").float().cpu()
+        return _ranked((image_vectors @ text_vectors.T).numpy())
+
+    # --- interleave ---------------------------------------------------------------------------
+    def _fit_entry(self, entry: InterleaveEntry) -> InterleaveEntry:
+        """The entry with references on the canvas and placeholder targets (collate needs canvas-size masks)."""
+        entities = [InterleaveEntity(e.text, e.span, self._blank(),
+                                     None if e.ref is None else _fit_ref(e.ref, self._image_size, self._canvas))
+                    for e in entry.entities]
+        return InterleaveEntry(entry.sentence, entities)
+
+    def interleave_ground(self, image: Any, entry: str | InterleaveEntry,
+                          base_dir: str | Path = ".") -> InterleaveGroundingResult:
+        """One mask per entity of ``entry`` (a query string in the ``<image:...>`` syntax, paths relative to
+        ``base_dir``, or an ``InterleaveEntry``); in the string syntax the entities are the references."""
+        parsed = _entry(entry, base_dir)
+        if not parsed.entities:
+            raise InputError("interleave_ground: the entry has no entities; add an <image:path[#mask|#box=...]> "
+                             "reference, or use ground() for plain text")
+        prepared = self._prepare(image)
+        sample = Sample("query", prepared.canvas, interleave=[self._fit_entry(parsed)])
+        out = self._run([sample], ["interleave_grounding"])["interleave_grounding"]
+        probs = self._original(out["masks"], prepared)
+        names = [e.text if e.ref is None else e.ref.source for e in sorted(parsed.entities, key=lambda e: e.span[0])]
+        return InterleaveGroundingResult((probs >= 0.5).cpu().numpy(), probs.cpu().numpy(), names)
+
+    def interleave_retrieve(self, entries: Sequence[str | InterleaveEntry], images: Sequence[Any],
+                            base_dir: str | Path = ".") -> np.ndarray:
+        """``(E, I)`` cosine similarity of interleave-entry embeddings with image embeddings."""
+        parsed = [_entry(e, base_dir) for e in ([entries] if isinstance(entries, str) else entries)]
+        if not parsed:
+            raise InputError("entries: got an empty list; pass at least one interleave query")
+        image_vectors = self._image_vectors(images)
+        # The entry query reads only the entry's tokens (spec INTERLEAVE_RETRIEVAL), never the image:
+        # one encoder pass on a blank canvas stands in for the image of every entry.
+        blank = np.zeros((self._canvas, self._canvas, 3), dtype=np.uint8)
+        with torch.no_grad():
+            pyramid = self.model.vision(torch.zeros(1, 3, self._canvas, self._canvas, device=self.device))
+        vectors = []
+        for start in range(0, len(parsed), CHUNK):
+            chunk = parsed[start:start + CHUNK]
+            samples = [Sample(f"entry{start + i}", blank, interleave=[self._fit_entry(e)]) for i, e in enumerate(chunk)]
+            expanded = {s: f.expand(len(chunk), -1, -1, -1) for s, f in pyramid.items()}
+            out = self._run(samples, ["interleave_retrieval"], pyramid=expanded)["interleave_retrieval"]
+            vectors.append(out["semantic"]["q.interleave"][:, 0])
+        return (torch.cat(vectors).float().cpu() @ image_vectors.T).numpy()
+
+    # --- embeddings for 3D --------------------------------------------------------------------
+    def embed_pixels(self, image: Any, size: tuple[int, int] | None = None) -> PixelEmbedding:
+        """Per-pixel embeddings over the original image: at stride 4 of the model's input (no upsampling)
+        unless ``size=(h, w)``; plus the image-level (retrieval) vector."""
+        prepared = self._prepare(image)
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise InputError(f"size: got {size}; pass (height, width) in pixels, both >= 1")
+        out = self._run([Sample("query", prepared.canvas)], ["generic", "retrieval"])
+        masks = _resample(out["generic"]["masks"], prepared.geometry, prepared.size,
+                          tuple(size) if size is not None else self._native_size(prepared))
+        at_original = {"generic": {"masks": masks, "semantic": out["generic"]["semantic"]},
+                       "retrieval": out["retrieval"]}
+        pixels, vector = FindInterface.pixel_embeddings(at_original)
+        return PixelEmbedding(pixels[0].permute(1, 2, 0).float().cpu().contiguous(), vector[0].float().cpu())
+
+    def embed_image(self, image: Any) -> torch.Tensor:
+        """``(D,)`` image-level vector (retrieval space: frame localisation)."""
+        return self._image_vectors([image])[0]
+
+    def encode_query(self, query: str | InterleaveEntry | Any, base_dir: str | Path = ".") -> torch.Tensor:
+        """``(D,)`` unit vector in the per-pixel space of ``embed_pixels``, for scoring a 3D field.
+
+        Text is embedded like a class name (through ``class_prompt``); an image crop (array, PIL, or
+        ``Path``; or a query string that is only ``<image:...>``) is the mean per-pixel embedding under
+        the crop / its mask; an interleave entry is the normalised mean of its words' vector and its
+        references' vectors, so an entry without references is exactly its text.
+        """
+        if isinstance(query, (str, InterleaveEntry)):
+            entry = _entry(query, base_dir)
+            parts = [self._region_vector(e.ref.image, e.ref.mask) for e in entry.entities if e.ref is not None]
+            words = _sentence_text(entry)
+            if words:
+                with torch.no_grad():
+                    text = self.model.encode_texts([self._class_prompt.format(words)], kind="class")[0]
+                parts.insert(0, text.float().cpu())
+            if not parts:
+                raise InputError(f"query {query!r}: nothing to embed; pass words or an <image:...> reference")
+            return F.normalize(torch.stack(parts).mean(0), dim=0)
+        return self._region_vector(query, None)
+
+    def _region_vector(self, image: Any, mask: np.ndarray | None) -> torch.Tensor:
+        """Mean per-pixel embedding of ``image`` under ``mask`` (whole image when None), normalised."""
+        array = as_rgb_array(image, "query image")
+        features = self.embed_pixels(array).features  # (h, w, D)
+        if mask is None:
+            return F.normalize(features.mean((0, 1)), dim=0)
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.shape != array.shape[:2] or not mask.any():
+            raise InputError(f"query reference: needs a non-empty mask of its image's size {array.shape[:2]}, "
+                             f"got shape {mask.shape}")
+        weights = torch.from_numpy(mask)[None, None]
+        # area resampling keeps a tiny (even one-pixel) region's weight above zero
+        weights = F.interpolate(weights, size=features.shape[:2], mode="area")[0, 0]
+        return F.normalize((features * weights[..., None]).sum((0, 1)), dim=0)
+
+
+def _ranked(similarity: np.ndarray) -> RetrievalResult:
+    similarity = similarity.astype(np.float32)
+    return RetrievalResult(similarity, np.argsort(-similarity, axis=1, kind="stable"),
+                           np.argsort(-similarity.T, axis=1, kind="stable"))
