@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, table in tables.items():
         if args.kind not in (kind, "all"):
             continue
-        print(f"{kind} encoders (--{kind} NAME):")
+        print(f"{kind} encoders (config key encoders.{kind}: NAME):")
         for name, spec in table.items():
             status = "weights present" if encoders.weights_present(spec) else "weights MISSING"
             default = ", default" if name == defaults[kind] else ""
