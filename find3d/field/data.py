@@ -1,0 +1,126 @@
+"""Feeding frame embeddings to nerfstudio: dataset, pixel sampler and data manager of ``find-field``.
+
+Each training image comes with its embedding map from the store (``feature``: (h, w, D) float16,
+usually coarser than the image). nerfstudio's pixel sampler indexes every batch entry with the
+image's pixel coordinates, which would run off a coarser map, so ``FeaturePixelSampler`` samples the
+map at the ray's pixel centre scaled to the map size (nearest cell) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from nerfstudio.configs.dataparser_configs import AnnotatedDataParserUnion
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.data.datasets.base_dataset import InputDataset
+from nerfstudio.data.pixel_samplers import PixelSampler, PixelSamplerConfig
+
+from find3d.errors import DataError
+from find3d.field.embeddings import STORE_DIRNAME, EmbeddingStore
+
+
+def scene_dir_of(data: Path) -> Path:
+    """nerfstudio accepts the scene folder or its transforms.json as ``--data``."""
+    return data.parent if data.suffix == ".json" else data
+
+
+class FeatureDataset(InputDataset):
+    """An InputDataset whose items carry the frame's embedding map as ``feature`` (h, w, D) float16."""
+
+    # Feature maps stay on the CPU like images; the model moves the sampled rows only.
+    exclude_batch_keys_from_device: list[str] = [*InputDataset.exclude_batch_keys_from_device, "feature"]  # noqa: RUF012
+
+    def __init__(self, dataparser_outputs: DataparserOutputs, scale_factor: float = 1.0,
+                 store_dir: Path | None = None, scene_dir: Path | None = None) -> None:
+        super().__init__(dataparser_outputs, scale_factor)
+        if store_dir is None or scene_dir is None:
+            raise DataError("FeatureDataset needs the scene and embeddings folders; use find-field's data manager.")
+        self.store = EmbeddingStore.open(store_dir)
+        self.frame_index = [
+            self.store.index_of(_relative(Path(f), scene_dir)) for f in dataparser_outputs.image_filenames
+        ]
+        # The model sizes its feature head from this (the pipeline passes dataset metadata to the model).
+        self.metadata = {**self.metadata, "feature_dim": self.store.meta.dim}
+
+    def get_metadata(self, data: dict[str, Any]) -> dict[str, torch.Tensor]:
+        features = self.store.frame_features(self.frame_index[data["image_idx"]])
+        return {"feature": torch.from_numpy(features.astype(np.float16))}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+@dataclass
+class FeaturePixelSamplerConfig(PixelSamplerConfig):
+    _target: type = field(default_factory=lambda: FeaturePixelSampler)
+
+
+class FeaturePixelSampler(PixelSampler):
+    """Samples rays like PixelSampler and adds each ray's target embedding (float32) as ``feature``."""
+
+    def collate_image_dataset_batch(self, batch: dict, num_rays_per_batch: int,
+                                    keep_full_image: bool = False) -> dict:
+        features = batch.get("feature")
+        rest = {key: value for key, value in batch.items() if key != "feature"}
+        collated = super().collate_image_dataset_batch(rest, num_rays_per_batch, keep_full_image)
+        if features is not None:
+            collated["feature"] = sample_feature_map(
+                features, batch["image_idx"], collated["indices"], batch["image"].shape[1:3]
+            )
+        return collated
+
+
+def sample_feature_map(features: torch.Tensor, image_idx: torch.Tensor, indices: torch.Tensor,
+                       image_size: tuple[int, int]) -> torch.Tensor:
+    """Nearest embedding-map cell under each ray's pixel centre.
+
+    ``indices`` holds (camera index, y, x) per ray with *absolute* camera indices, while
+    ``features`` is stacked in the batch order given by ``image_idx``.
+    """
+    lookup = torch.full((int(image_idx.max()) + 1,), -1, dtype=torch.long)
+    lookup[image_idx.long().cpu()] = torch.arange(len(image_idx))
+    indices = indices.cpu()
+    local = lookup[indices[:, 0].long()]
+    height, width = image_size
+    map_h, map_w = features.shape[1:3]
+    fy = ((indices[:, 1].float() + 0.5) * map_h / height).long().clamp_(max=map_h - 1)
+    fx = ((indices[:, 2].float() + 0.5) * map_w / width).long().clamp_(max=map_w - 1)
+    return features[local, fy, fx].float()
+
+
+@dataclass
+class FindDataManagerConfig(VanillaDataManagerConfig):
+    _target: type = field(default_factory=lambda: FindDataManager)
+    # Orbit captures: centre the box on the point the cameras look at, not on the cameras.
+    dataparser: AnnotatedDataParserUnion = field(
+        default_factory=lambda: NerfstudioDataParserConfig(center_method="focus"))
+    embeddings: Path | None = None
+    """Embeddings store folder written by `find3d embed-frames`; default DATA/find_embeddings."""
+    pixel_sampler: PixelSamplerConfig = field(default_factory=FeaturePixelSamplerConfig)
+
+
+class FindDataManager(VanillaDataManager[FeatureDataset]):
+    """VanillaDataManager whose datasets read the scene's embeddings store."""
+
+    config: FindDataManagerConfig
+
+    def _dataset(self, outputs: DataparserOutputs) -> FeatureDataset:
+        scene_dir = scene_dir_of(Path(self.config.dataparser.data))
+        store_dir = Path(self.config.embeddings) if self.config.embeddings is not None else scene_dir / STORE_DIRNAME
+        return FeatureDataset(outputs, self.config.camera_res_scale_factor, store_dir, scene_dir)
+
+    def create_train_dataset(self) -> FeatureDataset:
+        return self._dataset(self.train_dataparser_outputs)
+
+    def create_eval_dataset(self) -> FeatureDataset:
+        return self._dataset(self.dataparser.get_dataparser_outputs(split=self.test_split))

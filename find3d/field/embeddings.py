@@ -1,0 +1,324 @@
+"""The per-scene store of frame embeddings written by ``embed-frames`` and read by ``find-field``.
+
+Layout of ``SCENE/find_embeddings/`` (every file sits next to ``meta.json``)::
+
+    meta.json          {"format": "find3d-embeddings", "version": 1,
+                        "dim": D,                 # semantic dimension of E(x) and of the image vectors
+                        "height": h, "width": w,  # feature-map size (the embedder's output grid)
+                        "dtype": "float16",
+                        "channels": C,            # D, or the PCA code size d when "code" is set
+                        "code": null | {"dim": d, "decoder": "decoder.npz", "explained_variance": r},
+                        "frames": [file_path, ...],   # the transforms.json file_path of every frame, in order
+                        "checkpoint": "path or null"}  # the interface checkpoint that produced the store
+    features.f16       np.memmap float16 (N, h, w, C): per-pixel embeddings (or their PCA codes)
+    image_vectors.f16  np.memmap float16 (N, D): one image-level vector per frame (frame localisation)
+    done.npy           bool (N,): frames whose rows are complete; resuming skips them
+    decoder.npz        only with a code: mean (D,), components (d, D); E(x) ≈ mean + code(x) @ components
+
+Scenes of thousands of frames never sit in RAM: both arrays are memory-mapped and a reader touches
+only the frames it asks for. ``done.npy`` is rewritten atomically *after* the memmaps are flushed, so
+a killed run never marks a frame that is not on disk. The PCA code (like feature-splatting's
+low-dimensional latent plus decoder) cuts disk and page-cache use by D/d at the price of the
+variance it drops, which ``meta.json`` records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from find3d.errors import DataError, InputError
+from find3d.fileio import atomic_open, atomic_write_json, load_image, read_json
+
+STORE_DIRNAME = "find_embeddings"
+FORMAT = "find3d-embeddings"
+VERSION = 1
+_FIX = "run `find3d embed-frames --data SCENE` (it resumes where it stopped)"
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreMeta:
+    """The validated content of ``meta.json``."""
+
+    dim: int
+    height: int
+    width: int
+    channels: int
+    frames: tuple[str, ...]
+    checkpoint: str | None
+    code_dim: int | None = None
+    explained_variance: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        code = None
+        if self.code_dim is not None:
+            code = {"dim": self.code_dim, "decoder": "decoder.npz", "explained_variance": self.explained_variance}
+        return {
+            "format": FORMAT, "version": VERSION, "dim": self.dim, "height": self.height, "width": self.width,
+            "dtype": "float16", "channels": self.channels, "code": code, "frames": list(self.frames),
+            "checkpoint": self.checkpoint,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: Path) -> StoreMeta:
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise DataError(f"{where}: not a find3d embeddings meta.json; delete {where.parent} and {_FIX}.")
+        try:
+            code = data.get("code")
+            meta = cls(
+                dim=int(data["dim"]), height=int(data["height"]), width=int(data["width"]),
+                channels=int(data["channels"]), frames=tuple(str(f) for f in data["frames"]),
+                checkpoint=data.get("checkpoint"),
+                code_dim=None if code is None else int(code["dim"]),
+                explained_variance=None if code is None else code.get("explained_variance"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{where}: missing or malformed entry {err}; delete {where.parent} and {_FIX}.") from err
+        if min(meta.dim, meta.height, meta.width, meta.channels) <= 0 or not meta.frames:
+            raise DataError(f"{where}: empty sizes or frame list; delete {where.parent} and {_FIX}.")
+        if meta.channels != (meta.code_dim or meta.dim):
+            raise DataError(f"{where}: channels {meta.channels} disagree with the code/dim; delete the store, {_FIX}.")
+        return meta
+
+
+class EmbeddingStore:
+    """Memory-mapped per-frame embeddings of one scene (see the module docstring for the format)."""
+
+    def __init__(self, root: Path, meta: StoreMeta, mode: str) -> None:
+        self.root = root
+        self.meta = meta
+        n = len(meta.frames)
+        self.features = self._map("features.f16", (n, meta.height, meta.width, meta.channels), mode)
+        self.image_vectors = self._map("image_vectors.f16", (n, meta.dim), mode)
+        self.done = np.load(root / "done.npy") if (root / "done.npy").is_file() else np.zeros(n, bool)
+        if self.done.shape != (n,):
+            raise DataError(f"{root / 'done.npy'}: {self.done.shape} does not match {n} frames; {_FIX}.")
+        self.mean: np.ndarray | None = None
+        self.components: np.ndarray | None = None
+        if meta.code_dim is not None:
+            self._load_decoder()
+        self._index = {path: i for i, path in enumerate(meta.frames)}
+        self._pending: list[int] = []
+
+    # ----------------------------------------------------------------------------------------- open
+    @classmethod
+    def create(cls, root: str | os.PathLike, meta: StoreMeta, decoder: tuple[np.ndarray, np.ndarray] | None = None,
+               ) -> EmbeddingStore:
+        """Start an empty store (files are sparse until written); ``decoder`` = (mean, components) for a code."""
+        root = Path(root)
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("done.npy", "features.f16", "image_vectors.f16", "decoder.npz"):
+            (root / name).unlink(missing_ok=True)
+        n = len(meta.frames)
+        # The files are sized before meta.json exists, so a reader never sees meta without the arrays.
+        for name, shape in (("features.f16", (n, meta.height, meta.width, meta.channels)),
+                            ("image_vectors.f16", (n, meta.dim))):
+            with open(root / name, "wb") as handle:
+                handle.truncate(int(np.prod(shape)) * 2)
+        if decoder is not None:
+            with atomic_open(root / "decoder.npz") as handle:
+                np.savez(handle, mean=decoder[0].astype(np.float32), components=decoder[1].astype(np.float32))
+        atomic_write_json(root / "meta.json", meta.to_json())
+        return cls(root, meta, "r+")
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, writable: bool = False, require_complete: bool = True) -> EmbeddingStore:
+        """Open an existing store; a missing, corrupt or (with ``require_complete``) partial one raises DataError."""
+        root = Path(root)
+        if not (root / "meta.json").is_file():
+            raise DataError(f"{root}: no embeddings store (meta.json missing); {_FIX}.")
+        meta = StoreMeta.from_json(read_json(root / "meta.json"), root / "meta.json")
+        store = cls(root, meta, "r+" if writable else "r")
+        if require_complete and not store.done.all():
+            missing = int((~store.done).sum())
+            raise DataError(f"{root}: {missing} of {len(meta.frames)} frames have no embeddings yet; {_FIX}.")
+        return store
+
+    def _map(self, name: str, shape: tuple[int, ...], mode: str) -> np.memmap:
+        path = self.root / name
+        expected = int(np.prod(shape)) * 2
+        if not path.is_file() or path.stat().st_size != expected:
+            size = path.stat().st_size if path.is_file() else "missing"
+            raise DataError(f"{path}: {size} bytes, expected {expected} for shape {shape}; delete the store, {_FIX}.")
+        return np.memmap(path, dtype=np.float16, mode=mode, shape=shape)
+
+    def _load_decoder(self) -> None:
+        path = self.root / "decoder.npz"
+        try:
+            with np.load(path) as data:
+                self.mean, self.components = data["mean"], data["components"]
+        except (OSError, KeyError, ValueError) as err:
+            raise DataError(f"{path}: unreadable PCA decoder ({err}); delete the store and {_FIX}.") from err
+        if self.components.shape != (self.meta.code_dim, self.meta.dim) or self.mean.shape != (self.meta.dim,):
+            raise DataError(f"{path}: decoder shapes do not match meta.json; delete the store and {_FIX}.")
+
+    # ----------------------------------------------------------------------------------------- read
+    def __len__(self) -> int:
+        return len(self.meta.frames)
+
+    def index_of(self, file_path: str) -> int:
+        """Frame index of a transforms.json ``file_path`` (exact, else by unique file name)."""
+        if file_path in self._index:
+            return self._index[file_path]
+        name = Path(file_path).name
+        matches = [i for path, i in self._index.items() if Path(path).name == name]
+        if len(matches) != 1:
+            raise DataError(f"{self.root}: no embeddings for frame {file_path!r}; the scene changed since, {_FIX}.")
+        return matches[0]
+
+    def frame_features(self, index: int) -> np.ndarray:
+        """(h, w, D) float32 embeddings of one frame, decoded from the PCA code when the store has one."""
+        rows = np.asarray(self.features[index], dtype=np.float32)
+        if self.components is None:
+            return rows
+        return rows @ self.components + self.mean
+
+    # ---------------------------------------------------------------------------------------- write
+    def encode(self, features: np.ndarray) -> np.ndarray:
+        """Map (..., D) embeddings to the stored channels (identity, or the PCA code)."""
+        if self.components is None:
+            return features
+        return (features - self.mean) @ self.components.T
+
+    def write_frame(self, index: int, features: np.ndarray, image_vector: np.ndarray) -> None:
+        """Store one frame; it counts as done only after the next ``commit``."""
+        meta = self.meta
+        if features.shape != (meta.height, meta.width, meta.dim):
+            raise InputError(f"frame {index}: embeddings of shape {features.shape}, the store holds "
+                             f"{(meta.height, meta.width, meta.dim)}; use one embedder for a whole scene.")
+        if image_vector.shape != (meta.dim,):
+            raise InputError(f"frame {index}: image vector of shape {image_vector.shape}, expected ({meta.dim},).")
+        self.features[index] = self.encode(features).astype(np.float16)
+        self.image_vectors[index] = image_vector.astype(np.float16)
+        self._pending.append(index)
+
+    def commit(self) -> None:
+        """Flush the memmaps, then mark the written frames done (atomically)."""
+        if not self._pending:
+            return
+        self.features.flush()
+        self.image_vectors.flush()
+        self.done[self._pending] = True
+        with atomic_open(self.root / "done.npy") as handle:
+            np.save(handle, self.done)
+        self._pending = []
+
+
+def fit_pca(samples: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """PCA of (M, D) samples: (mean (D,), components (dim, D) orthonormal rows, explained variance ratio)."""
+    mean = samples.mean(axis=0)
+    centred = samples - mean
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    dim = min(dim, vt.shape[0])
+    energy = singular**2
+    ratio = float(energy[:dim].sum() / max(energy.sum(), 1e-12))
+    return mean.astype(np.float32), vt[:dim].astype(np.float32), ratio
+
+
+def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The ``frames`` of ``SCENE/transforms.json`` (validated: each has a file_path and a 4x4 transform)."""
+    path = Path(scene_dir) / "transforms.json"
+    if not path.is_file():
+        raise DataError(f"{path}: not found; point --data at a nerfstudio scene (e.g. from `find3d make-scene`).")
+    data = read_json(path)
+    frames = data.get("frames") if isinstance(data, dict) else None
+    if not frames:
+        raise DataError(f"{path}: no 'frames' list; regenerate the scene.")
+    for i, frame in enumerate(frames):
+        matrix = np.asarray(frame.get("transform_matrix", []), dtype=float) if isinstance(frame, dict) else None
+        if matrix is None or "file_path" not in frame or matrix.shape != (4, 4):
+            raise DataError(f"{path}: frames[{i}] needs a file_path and a 4x4 transform_matrix; regenerate the scene.")
+    return frames
+
+
+class PixelEmbedder(Protocol):
+    """What ``embed_frames`` needs from a model (the FIND interface provides it)."""
+
+    def embed_pixels(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 image -> (h, w, D) tensor of per-pixel embeddings."""
+        ...
+
+    def embed_image(self, image: np.ndarray) -> Any:
+        """(H, W, 3) uint8 image -> (D,) image-level vector."""
+        ...
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().float().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def embed_frames(
+    scene_dir: str | os.PathLike,
+    embedder: PixelEmbedder,
+    checkpoint: str | None = None,
+    code_dim: int | None = None,
+    fit_frames: int = 8,
+    commit_every: int = 16,
+) -> EmbeddingStore:
+    """Embed every frame of ``SCENE/transforms.json`` into ``SCENE/find_embeddings`` (resumable).
+
+    An existing store with the same frames and checkpoint is resumed (done frames are skipped); any
+    other store is replaced. With ``code_dim``, a PCA basis is fitted on the first ``fit_frames``
+    embedded frames and every frame is stored as its code.
+    """
+    from tqdm import tqdm
+
+    scene_dir = Path(scene_dir)
+    paths = tuple(str(frame["file_path"]) for frame in scene_frames(scene_dir))
+    root = scene_dir / STORE_DIRNAME
+    store = _resumable(root, paths, checkpoint, code_dim)
+    todo = [i for i in range(len(paths)) if store is None or not store.done[i]]
+    buffered: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for count, index in enumerate(tqdm(todo, desc="embed-frames", unit="frame", disable=None), start=1):
+        image = load_image(scene_dir / paths[index])
+        pixels, vector = _as_numpy(embedder.embed_pixels(image)), _as_numpy(embedder.embed_image(image))
+        if pixels.ndim != 3 or vector.shape != (pixels.shape[-1],):
+            raise InputError(f"{paths[index]}: embedder returned pixels {pixels.shape} and image vector "
+                             f"{vector.shape}; expected (h, w, D) and (D,).")
+        if store is None:
+            buffered.append((index, pixels, vector))
+            if len(buffered) < min(fit_frames if code_dim else 1, len(todo)):
+                continue
+            store = _create(root, paths, checkpoint, code_dim, buffered)
+            for item in buffered:
+                store.write_frame(*item)
+            buffered = []
+        else:
+            store.write_frame(index, pixels, vector)
+        if count % commit_every == 0:
+            store.commit()
+    assert store is not None  # without a resumable store every frame was to do, and the loop created one
+    store.commit()
+    return store
+
+
+def _resumable(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None,
+               ) -> EmbeddingStore | None:
+    """The existing store at ``root`` if it can be resumed for these frames / checkpoint / code size."""
+    try:
+        store = EmbeddingStore.open(root, writable=True, require_complete=False)
+    except DataError:
+        return None
+    same = (store.meta.frames == paths and store.meta.checkpoint == checkpoint and store.meta.code_dim == code_dim)
+    return store if same else None
+
+
+def _create(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None,
+            first: list[tuple[int, np.ndarray, np.ndarray]]) -> EmbeddingStore:
+    height, width, dim = first[0][1].shape
+    decoder, ratio = None, None
+    if code_dim:
+        samples = np.concatenate([pixels.reshape(-1, dim) for _, pixels, _ in first])
+        rng = np.random.default_rng(0)
+        samples = samples[rng.permutation(len(samples))[:50_000]]  # bounded SVD cost
+        mean, components, ratio = fit_pca(samples, code_dim)
+        decoder, code_dim = (mean, components), len(components)
+    meta = StoreMeta(dim=dim, height=height, width=width, channels=code_dim or dim, frames=paths,
+                     checkpoint=checkpoint, code_dim=code_dim or None, explained_variance=ratio)
+    return EmbeddingStore.create(root, meta, decoder)

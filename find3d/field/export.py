@@ -1,0 +1,233 @@
+"""``find3d export-field``: a trained find-field as a point cloud carrying FIND embeddings.
+
+Output folder (read by ``find3d.query.Field.load``)::
+
+    meta.json          {"format": "find3d-field-points", "version": 1, "dim": D, "count": N,
+                        "code": {"dim": d, "file": "code.f32", "explained_variance": r} | null,
+                        "world": {...how points relate to nerfstudio's frame...},
+                        "scene": scene folder, "config": config.yml,
+                        "frames": [{file_path, c2w (4x4, OpenGL, original world), fl_x, fl_y, cx, cy, w, h}]}
+    points.ply         xyz (original world frame of transforms.json) + RGB, written by open3d
+    features.f16       np.memmap float16 (N, D): unit-length rendered embedding per point
+    code.f32           np.memmap float32 (N, d + 1): PCA code scaled by 1 / |decoded feature|, last column
+                       that scale; with decoder.npz it gives exact cosines of the decoded features from
+                       d + 1 numbers per point (fast queries: ~8x less memory traffic than D=256 float16)
+    decoder.npz        mean (D,), components (d, D) of that code
+    image_vectors.f16  np.memmap float16 (F, D): image-level vector of every frame (frame localisation)
+
+Points are expected-depth surface points of every training view (rays whose accumulated opacity is
+below ``min_accumulation`` are dropped: they saw no surface in the scene box), averaged per voxel
+with a voxel size chosen so that about ``num_points`` remain. Every file is written atomically and
+meta.json last, so a reader never sees a half export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from find3d.errors import DataError, InputError
+from find3d.fileio import atomic_open, atomic_write_json, read_json
+
+FORMAT = "find3d-field-points"
+VERSION = 1
+
+
+@dataclass
+class Rendered:
+    """Surface points of all rendered views, in nerfstudio's (rescaled) frame."""
+
+    xyz: np.ndarray  # (N, 3) float32
+    rgb: np.ndarray  # (N, 3) float32 in [0, 1]
+    feature: np.ndarray  # (N, D) float32, unit length
+
+
+def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_points: int = 200_000,
+                 min_accumulation: float = 0.5, downscale: int = 1, code_dim: int = 32) -> dict[str, Any]:
+    """Render the trained field of ``config_yml`` into the point export at ``out_dir`` (see module doc)."""
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from find3d.field.data import FindDataManager, scene_dir_of
+
+    config_yml = Path(config_yml)
+    if not config_yml.is_file():
+        raise InputError(f"{config_yml}: not found; pass the config.yml that `ns-train find-field` printed.")
+    if num_points < 1 or downscale < 1 or not 0.0 <= min_accumulation < 1.0:
+        raise InputError("need --num-points >= 1, --downscale >= 1 and 0 <= --min-accumulation < 1.")
+    _, pipeline, _, _ = eval_setup(config_yml, test_mode="inference")
+    datamanager = pipeline.datamanager
+    if not isinstance(datamanager, FindDataManager):
+        raise InputError(f"{config_yml}: not a find-field run; train with `ns-train find-field`.")
+    with torch.no_grad():
+        rendered = _render_views(pipeline, downscale, min_accumulation)
+    if len(rendered.xyz) == 0:
+        raise DataError(f"{config_yml}: no view saw a surface (accumulation < {min_accumulation} everywhere); "
+                        "train longer or lower --min-accumulation.")
+    outputs = datamanager.train_dataparser_outputs
+    transform = outputs.dataparser_transform.cpu().numpy().astype(np.float64)
+    scale = float(outputs.dataparser_scale)
+    xyz = to_original_world(rendered.xyz, transform, scale)
+    xyz, rgb, feature = voxel_downsample(xyz, rendered.rgb, rendered.feature, num_points)
+    scene_dir = scene_dir_of(Path(datamanager.config.dataparser.data))
+    store = datamanager.train_dataset.store
+    world = {
+        "frame": "original transforms.json world (points, frame poses)",
+        "dataparser_transform": transform.tolist(), "dataparser_scale": scale,
+        "to_nerfstudio": "p_ns = dataparser_scale * (T[:, :3] @ p + T[:, 3])",
+    }
+    write_export(out_dir, xyz, rgb, feature, np.asarray(store.image_vectors),
+                 scene_cameras(scene_dir, store.meta.frames), code_dim=code_dim,
+                 extra={"world": world, "scene": str(scene_dir.resolve()), "config": str(config_yml.resolve())})
+    return {"points": len(xyz), "dim": int(feature.shape[1]), "out": str(out_dir)}
+
+
+def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
+                 image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
+                 extra: dict[str, Any] | None = None) -> None:
+    """Write an export folder (format in the module docstring) from arrays; meta.json goes last."""
+    if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
+        raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
+                         f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
+    # Unit features make the stored dot products cosines (what relevancy needs).
+    feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    code_meta = _write_arrays(out_dir, xyz, rgb, feature, image_vectors, code_dim)
+    meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
+            "code": code_meta, **(extra or {}), "frames": frames}
+    atomic_write_json(out_dir / "meta.json", meta)
+
+
+def _render_views(pipeline: Any, downscale: int, min_accumulation: float) -> Rendered:
+    import torch
+    from tqdm import tqdm
+
+    model = pipeline.model
+    cameras = pipeline.datamanager.train_dataset.cameras.to(model.device)
+    if downscale > 1:
+        cameras.rescale_output_resolution(1.0 / downscale)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for index in tqdm(range(len(cameras)), desc="export-field", unit="view", disable=None):
+        bundle = cameras.generate_rays(camera_indices=index, keep_shape=True)
+        out = model.get_outputs_for_camera_ray_bundle(bundle)
+        keep = (out["accumulation"][..., 0] >= min_accumulation).reshape(-1)
+        origins = bundle.origins.reshape(-1, 3)[keep]
+        directions = bundle.directions.reshape(-1, 3)[keep]
+        # Expected depth is the distance along the unit ray direction (nerfstudio's DepthRenderer).
+        xyz = origins + directions * out["depth"].reshape(-1, 1)[keep]
+        feature = torch.nn.functional.normalize(out["feature"].reshape(-1, out["feature"].shape[-1])[keep], dim=-1)
+        rgb = out["rgb"].reshape(-1, 3)[keep].clamp(0.0, 1.0)
+        parts.append((xyz.cpu().numpy(), rgb.cpu().numpy(), feature.cpu().numpy()))
+    return Rendered(*(np.concatenate([p[i] for p in parts]).astype(np.float32) for i in range(3)))
+
+
+def to_original_world(xyz: np.ndarray, transform: np.ndarray, scale: float) -> np.ndarray:
+    """Undo nerfstudio's dataparser: p_ns = scale * (R p + t)  =>  p = R^T (p_ns / scale - t)."""
+    rotation, translation = transform[:3, :3], transform[:3, 3]
+    return ((xyz.astype(np.float64) / scale - translation) @ rotation).astype(np.float32)
+
+
+def voxel_downsample(xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray, target: int,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average points per voxel, the voxel sized so that at most ``target`` (and not far fewer) remain.
+
+    Same result as open3d's voxel_down_sample for xyz/colour, but also averages the D-dim features
+    (open3d only carries colours and normals) with sorted segment sums, in memory linear in N.
+    """
+    if len(xyz) <= target:
+        return xyz, rgb, feature
+    extent = float(np.ptp(xyz, axis=0).max()) or 1.0
+    # Surface samples: the voxel count falls roughly with voxel size squared.
+    voxel = extent / np.sqrt(target)
+    for _ in range(20):
+        inverse, count = _voxelize(xyz, voxel)
+        if count <= target:
+            break
+        voxel *= max(np.sqrt(count / target), 1.05)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(inverse[order]) != 0])
+    sizes = np.diff(np.r_[starts, len(order)])[:, None].astype(np.float32)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return (np.add.reduceat(values[order], starts, axis=0) / sizes).astype(np.float32)
+
+    merged = mean(feature)
+    merged /= np.maximum(np.linalg.norm(merged, axis=1, keepdims=True), 1e-8)
+    return mean(xyz), mean(rgb), merged
+
+
+def _voxelize(xyz: np.ndarray, voxel: float) -> tuple[np.ndarray, int]:
+    keys = np.floor((xyz - xyz.min(axis=0)) / voxel).astype(np.int64)
+    dims = keys.max(axis=0) + 1
+    flat = (keys[:, 0] * dims[1] + keys[:, 1]) * dims[2] + keys[:, 2]
+    _, inverse = np.unique(flat, return_inverse=True)
+    return inverse.reshape(-1), int(inverse.max()) + 1
+
+
+def _write_arrays(out_dir: Path, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
+                  image_vectors: np.ndarray, code_dim: int) -> dict[str, Any] | None:
+    from find3d.field.embeddings import fit_pca
+    from find3d.query.field import write_ply
+
+    write_ply(out_dir / "points.ply", xyz, rgb)
+    _atomic_array(out_dir / "features.f16", feature.astype(np.float16))
+    _atomic_array(out_dir / "image_vectors.f16", image_vectors.astype(np.float16))
+    if code_dim <= 0 or code_dim >= feature.shape[1]:
+        return None
+    sample = feature[np.random.default_rng(0).permutation(len(feature))[:100_000]]
+    mean, components, ratio = fit_pca(sample, code_dim)
+    code = (feature - mean) @ components.T
+    decoded_norm = np.linalg.norm(code @ components + mean, axis=1, keepdims=True)
+    scale = 1.0 / np.maximum(decoded_norm, 1e-8)
+    _atomic_array(out_dir / "code.f32", np.hstack([code * scale, scale]).astype(np.float32))
+    with atomic_open(out_dir / "decoder.npz") as handle:
+        np.savez(handle, mean=mean, components=components)
+    return {"dim": len(components), "file": "code.f32", "decoder": "decoder.npz", "explained_variance": ratio}
+
+
+def _atomic_array(path: Path, array: np.ndarray) -> None:
+    with atomic_open(path) as handle:
+        array.tofile(handle)
+
+
+def scene_cameras(scene_dir: Path, file_paths: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Pose (OpenGL c2w, original world) and pinhole intrinsics of each stored frame, from transforms.json."""
+    data = read_json(scene_dir / "transforms.json")
+    by_path = {frame["file_path"]: frame for frame in data["frames"]}
+    cameras = []
+    for path in file_paths:
+        frame = by_path.get(path)
+        if frame is None:
+            raise DataError(f"{scene_dir / 'transforms.json'}: frame {path!r} of the embeddings store is gone; "
+                            "re-run `find3d embed-frames` and retrain.")
+        try:
+            intrinsics = {key: float(frame.get(key, data.get(key))) for key in ("fl_x", "fl_y", "cx", "cy", "w", "h")}
+        except TypeError as err:
+            raise DataError(f"{scene_dir / 'transforms.json'}: frame {path!r} lacks pinhole intrinsics "
+                            "(fl_x, fl_y, cx, cy, w, h); add them globally or per frame.") from err
+        cameras.append({"file_path": path, "c2w": frame["transform_matrix"], **intrinsics})
+    return cameras
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="config.yml of an `ns-train find-field` run")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (points.ply, features.f16, ...)")
+    parser.add_argument("--num-points", type=int, default=200_000, help="about this many points after voxel merge")
+    parser.add_argument("--min-accumulation", type=float, default=0.5,
+                        help="drop rays whose rendered opacity is below this (they hit no surface)")
+    parser.add_argument("--downscale", type=int, default=1, help="render the training views this much smaller")
+    parser.add_argument("--code-dim", type=int, default=32,
+                        help="PCA code size for fast queries (0: none, queries read the full features)")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = export_field(args.config, args.out, num_points=args.num_points,
+                           min_accumulation=args.min_accumulation, downscale=args.downscale, code_dim=args.code_dim)
+    print(f"exported {summary['points']} points with {summary['dim']}-d embeddings to {summary['out']}")
+    return 0

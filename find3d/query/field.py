@@ -1,0 +1,232 @@
+"""3D queries on an exported feature field: LERF relevancy, 3D masks and frame localisation.
+
+``Field.query`` takes embeddings (the query and, optionally, the canonical negatives "object",
+"things", "stuff", "texture") already encoded into FIND's semantic space; turning text, an image
+crop or an interleaved reference into that vector is the interface's job (``query_text`` and its
+siblings wrap ``Field.query`` once the interface exists).
+
+Relevancy (LERF): with unit vectors and cosine similarities s⁺ (query) and sⱼ⁻ (negatives),
+``relevancy = min_j softmax(10·[s⁺, sⱼ⁻])[0] = sigmoid(10·(s⁺ − max_j sⱼ⁻))``; 0.5 means "as close
+to the query as to the closest negative". Without negatives, ``relevancy = (1 + s⁺) / 2``.
+
+Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
+in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
+query reads (d + 1)·4 bytes per point instead of D·2, which is what makes 1M-point queries fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from find3d.errors import DataError, InputError
+from find3d.fileio import read_json
+
+FORMAT = "find3d-field-points"
+CHUNK_ROWS = 1 << 16  # rows per product: temporaries stay in the CPU cache
+TEMPERATURE = 10.0  # LERF's softmax temperature
+_FIX = "re-run `find3d export-field --config RUN/config.yml --out DIR`"
+
+
+@dataclass(frozen=True)
+class FrameHit:
+    """A frame ranked for a query: its camera (OpenGL c2w in the world frame, pinhole intrinsics)."""
+
+    index: int
+    file_path: str
+    score: float
+    c2w: np.ndarray  # (4, 4)
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+
+@dataclass
+class QueryResult:
+    """Relevancy of every point, the thresholded 3D mask and the best frames."""
+
+    relevancy: np.ndarray  # (N,) float32
+    indices: np.ndarray  # (M,) int64, selected points, most relevant first
+    scores: np.ndarray  # (M,) float32
+    threshold: float
+    frames: list[FrameHit] = field(default_factory=list)
+
+    def write_ply(self, path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
+        """Write the selected points (with their colours, if given) as a PLY file, atomically."""
+        write_ply(path, points[self.indices], None if colors is None else colors[self.indices])
+
+
+class Field:
+    """An exported point field (see ``find3d.field.export``), memory-mapped."""
+
+    def __init__(self, root: Path, meta: dict[str, Any], points: np.ndarray, colors: np.ndarray,
+                 features: np.ndarray, image_vectors: np.ndarray, code: np.ndarray | None,
+                 decoder: tuple[np.ndarray, np.ndarray] | None) -> None:
+        self.root = root
+        self.meta = meta
+        self.points = points
+        self.colors = colors
+        self.features = features
+        self.image_vectors = image_vectors
+        self.code = code
+        self.decoder = decoder
+        self.frames = meta["frames"]
+        # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
+        # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
+        # (measured 20x slower), so one thread is the safe default.
+        self.threads = 1
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> Field:
+        """Open an export folder; missing or inconsistent files raise DataError naming the fix."""
+        root = Path(root)
+        meta = read_json(root / "meta.json")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise DataError(f"{root / 'meta.json'}: not a find3d field export; {_FIX}.")
+        try:
+            count, dim, frames = int(meta["count"]), int(meta["dim"]), meta["frames"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{root / 'meta.json'}: missing or malformed entry {err}; {_FIX}.") from err
+        points, colors = read_ply(root / "points.ply")
+        if len(points) != count:
+            raise DataError(f"{root / 'points.ply'}: {len(points)} points, meta.json says {count}; {_FIX}.")
+        features = _memmap(root / "features.f16", np.float16, (count, dim))
+        image_vectors = _memmap(root / "image_vectors.f16", np.float16, (len(frames), dim))
+        code, decoder = None, None
+        if meta.get("code"):
+            code_dim = int(meta["code"]["dim"])
+            code = _memmap(root / meta["code"]["file"], np.float32, (count, code_dim + 1))
+            with np.load(root / meta["code"]["decoder"]) as data:
+                decoder = (data["mean"], data["components"])
+            if decoder[1].shape != (code_dim, dim):
+                raise DataError(f"{root}: decoder shape {decoder[1].shape} != {(code_dim, dim)}; {_FIX}.")
+        return cls(root, meta, points, colors, features, image_vectors, code, decoder)
+
+    # ------------------------------------------------------------------------------------- scoring
+    def _unit(self, vectors: Any, name: str) -> np.ndarray:
+        if hasattr(vectors, "detach"):
+            vectors = vectors.detach().float().cpu().numpy()
+        array = np.asarray(vectors, dtype=np.float32)
+        array = array.reshape(1, -1) if array.ndim == 1 else array
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise InputError(f"{name}: shape {tuple(np.shape(vectors))}, expected ({self.dim},) or (K, {self.dim}); "
+                             "encode it with the interface that produced this field.")
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        if not np.all(np.isfinite(array)) or np.any(norms < 1e-12):
+            raise InputError(f"{name}: zero or non-finite embedding; check the query encoding.")
+        return array / norms
+
+    def _operands(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (N, C), matrix (C, K)) whose product holds the cosines of every point with K unit queries."""
+        if self.code is not None and self.decoder is not None:
+            mean, components = self.decoder
+            # cos(decoded, q) = [scaled code, scale] · [components q, mean · q] (see export).
+            return self.code, np.vstack([components @ queries.T, mean @ queries.T]).astype(np.float32)
+        return self.features, queries.T.astype(np.float32)
+
+    def relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
+        """(N,) LERF relevancy of every point (see the module docstring)."""
+        import torch
+
+        queries = self._unit(embedding, "query embedding")
+        if len(queries) != 1:
+            raise InputError(f"query embedding: one vector expected, got {len(queries)}; pass negatives separately.")
+        if negatives is not None:
+            queries = np.vstack([queries, self._unit(negatives, "negatives")])
+        rows, matrix = self._operands(queries)
+        right = torch.from_numpy(np.ascontiguousarray(matrix))
+        out = np.empty(len(rows), dtype=np.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for start in range(0, len(rows), CHUNK_ROWS):
+                sims = torch.from_numpy(np.asarray(rows[start:start + CHUNK_ROWS])).float() @ right
+                target = torch.from_numpy(out[start:start + CHUNK_ROWS])
+                if negatives is None:
+                    torch.add(sims[:, 0], 1.0, out=target).mul_(0.5)
+                else:
+                    torch.sigmoid(TEMPERATURE * (sims[:, 0] - sims[:, 1:].amax(dim=1)), out=target)
+        finally:
+            torch.set_num_threads(threads)
+        return out
+
+    def query(self, embedding: Any, negatives: Any | None = None, threshold: float = 0.5,
+              top_k_frames: int = 3) -> QueryResult:
+        """Relevancy of every point, the points at or above ``threshold`` and the best frames."""
+        if not 0.0 <= threshold <= 1.0:
+            raise InputError(f"threshold {threshold}: relevancy lies in [0, 1]; pick e.g. 0.5.")
+        relevancy = self.relevancy(embedding, negatives)
+        selected = np.flatnonzero(relevancy >= threshold)
+        order = selected[np.argsort(-relevancy[selected], kind="stable")]
+        return QueryResult(relevancy, order, relevancy[order], threshold, self.localize(embedding, top_k_frames))
+
+    def localize(self, embedding: Any, top_k: int = 3) -> list[FrameHit]:
+        """The ``top_k`` frames whose image-level vector is closest (cosine) to the query."""
+        if top_k <= 0:
+            return []
+        query = self._unit(embedding, "query embedding")[0]
+        vectors = np.asarray(self.image_vectors, dtype=np.float32)
+        scores = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return [self.frame(int(i), float(scores[i])) for i in best]
+
+    def frame(self, index: int, score: float = 0.0) -> FrameHit:
+        entry = self.frames[index]
+        return FrameHit(index=index, file_path=entry["file_path"], score=score,
+                        c2w=np.asarray(entry["c2w"], dtype=np.float64), fx=float(entry["fl_x"]),
+                        fy=float(entry["fl_y"]), cx=float(entry["cx"]), cy=float(entry["cy"]),
+                        width=int(entry["w"]), height=int(entry["h"]))
+
+
+def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if not path.is_file() or path.stat().st_size != expected:
+        size = path.stat().st_size if path.is_file() else "missing"
+        raise DataError(f"{path}: {size} bytes, expected {expected} for {shape} {np.dtype(dtype)}; {_FIX}.")
+    # Copy-on-write: torch wants writable arrays; nothing is ever written back to the file.
+    return np.memmap(path, dtype=dtype, mode="c", shape=shape)
+
+
+def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(points (N, 3) float32, colours (N, 3) float32 in [0, 1], zeros if none) of a PLY file."""
+    import open3d as o3d
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; {_FIX}.")
+    cloud = o3d.io.read_point_cloud(str(path))
+    points = np.asarray(cloud.points, dtype=np.float32)
+    colors = np.asarray(cloud.colors, dtype=np.float32) if cloud.has_colors() else np.zeros_like(points)
+    return points, colors
+
+
+def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
+    """Write points (and colours in [0, 1]) with open3d, atomically (temporary file + rename)."""
+    import open3d as o3d
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    if colors is not None:
+        cloud.colors = o3d.utility.Vector3dVector(np.asarray(colors, dtype=np.float64))
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.ply'}")  # open3d picks the writer by suffix
+    try:
+        if not o3d.io.write_point_cloud(str(tmp), cloud):
+            raise DataError(f"{path}: open3d could not write the point cloud; check the folder and free space.")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

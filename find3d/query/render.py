@@ -1,0 +1,72 @@
+"""Relevancy images: project a query's 3D relevancy into a frame and colour-map it over the image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from find3d.fileio import atomic_open, load_image
+from find3d.query.field import Field, FrameHit, QueryResult
+
+
+def project_points(points: np.ndarray, c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (N, 2) (x right, y down, pixel centres at +0.5) and depth (N,) along the view axis.
+
+    ``c2w`` is an OpenGL camera-to-world matrix (camera looks along −z, y up), as in transforms.json;
+    points behind the camera get depth <= 0.
+    """
+    rotation, origin = c2w[:3, :3], c2w[:3, 3]
+    local = (np.asarray(points, dtype=np.float64) - origin) @ rotation  # world -> camera: R^T (p - t)
+    depth = -local[:, 2]
+    safe = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
+    uv = np.stack([fx * local[:, 0] / safe + cx, -fy * local[:, 1] / safe + cy], axis=1)
+    return uv, depth
+
+
+def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, image: np.ndarray | None = None,
+                    threshold: float = 0.5, radius: int = 1, alpha: float = 0.6) -> np.ndarray:
+    """(H, W, 3) uint8: the frame's image with the relevancy of visible points at or above
+    ``threshold`` splatted (nearest point wins, ``radius`` px squares) through the turbo colour map."""
+    from matplotlib import colormaps
+
+    height, width = frame.height, frame.width
+    canvas = np.zeros((height, width, 3), np.float32) if image is None else image[..., :3].astype(np.float32) / 255
+    keep = np.flatnonzero(relevancy >= threshold)
+    uv, depth = project_points(points[keep], frame.c2w, frame.fx, frame.fy, frame.cx, frame.cy)
+    cols, rows = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
+    visible = (depth > 0) & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    keep, cols, rows, depth = keep[visible], cols[visible], rows[visible], depth[visible]
+    # Paint far to near so that the nearest point's relevancy ends up on top.
+    order = np.argsort(-depth, kind="stable")
+    colours = colormaps["turbo"](relevancy[keep[order]])[:, :3].astype(np.float32)
+    overlay = np.zeros((height, width, 3), np.float32)
+    covered = np.zeros((height, width), bool)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            r = np.clip(rows[order] + dy, 0, height - 1)
+            c = np.clip(cols[order] + dx, 0, width - 1)
+            overlay[r, c] = colours
+            covered[r, c] = True
+    canvas[covered] = (1 - alpha) * canvas[covered] + alpha * overlay[covered]
+    return (canvas * 255 + 0.5).astype(np.uint8)
+
+
+def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.PathLike) -> list[Path]:
+    """One PNG per frame in ``result.frames`` (``relevancy_<rank>_<frame name>.png``); returns the paths."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    scene = Path(field.meta.get("scene", ""))
+    paths = []
+    for rank, frame in enumerate(result.frames):
+        source = scene / frame.file_path
+        image = load_image(source) if source.is_file() else None
+        picture = relevancy_image(field.points, result.relevancy, frame, image, threshold=result.threshold)
+        path = out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png"
+        with atomic_open(path) as handle:
+            Image.fromarray(picture).save(handle, format="PNG")
+        paths.append(path)
+    return paths

@@ -1,0 +1,127 @@
+"""3D queries on hand-made exported fields: relevancy, 3D masks, frame localisation, projection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from find3d.errors import DataError, InputError
+from find3d.field.export import write_export
+from find3d.query import Field
+from find3d.query.field import read_ply
+from find3d.query.render import project_points, relevancy_image, save_relevancy_images
+
+DIM = 8
+
+
+def basis(i: int) -> np.ndarray:
+    vector = np.zeros(DIM, np.float32)
+    vector[i] = 1.0
+    return vector
+
+
+def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """OpenGL camera-to-world looking from ``eye`` at ``target`` with world z up."""
+    back = (eye - target) / np.linalg.norm(eye - target)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, eye
+    return c2w
+
+
+def camera(c2w: np.ndarray, name: str) -> dict:
+    return {"file_path": f"images/{name}.png", "c2w": c2w.tolist(), "fl_x": 50.0, "fl_y": 50.0,
+            "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+
+
+def make_field(root: Path, code_dim: int = 0) -> tuple[Path, np.ndarray]:
+    """Points whose features blend basis 0 (the 'mug') into basis 1 (the 'table') with known weights."""
+    weights = np.linspace(1.0, 0.0, 11, dtype=np.float32)  # point i: weight of the mug direction
+    features = weights[:, None] * basis(0) + (1 - weights[:, None]) * basis(1)
+    xyz = np.stack([np.linspace(-0.5, 0.5, 11), np.zeros(11), np.zeros(11)], axis=1).astype(np.float32)
+    rgb = np.full((11, 3), 0.5, np.float32)
+    image_vectors = np.stack([basis(1), 0.8 * basis(0) + 0.2 * basis(1), basis(0), basis(2)])
+    frames = [camera(look_at(np.array([0.0, -2.0, 0.5 * k]), np.zeros(3)), f"f{k}") for k in range(4)]
+    write_export(root, xyz, rgb, features, image_vectors, frames, code_dim=code_dim)
+    return root, weights
+
+
+@pytest.mark.parametrize("code_dim", [0, 2])
+def test_relevancy_ordering_threshold_and_frames(tmp_path: Path, code_dim: int) -> None:
+    root, weights = make_field(tmp_path / "field", code_dim)
+    field = Field.load(root)
+    assert (field.code is not None) == bool(code_dim)
+    negatives = np.stack([basis(1), basis(2)])  # 'table' and an unrelated canonical phrase
+    result = field.query(basis(0) * 3.0, negatives=negatives, threshold=0.6, top_k_frames=2)
+
+    # Relevancy = sigmoid(10 (cos(mug) - max cos(neg))), monotone in the mug weight.
+    cos_mug = weights / np.sqrt(weights**2 + (1 - weights) ** 2)
+    cos_table = (1 - weights) / np.sqrt(weights**2 + (1 - weights) ** 2)
+    expected = 1 / (1 + np.exp(-10 * (cos_mug - np.maximum(cos_table, 0.0))))
+    np.testing.assert_allclose(result.relevancy, expected, atol=2e-3)
+    assert list(result.indices) == [0, 1, 2, 3, 4]  # weight 0.6 -> relevancy 0.94, 0.5 -> 0.5: most relevant first
+    assert np.all(np.diff(result.scores) <= 0)
+    strict = field.query(basis(0), negatives=negatives, threshold=0.9995, top_k_frames=0)
+    assert list(strict.indices) == [0, 1] and strict.frames == []
+
+    assert [hit.index for hit in result.frames] == [2, 1]
+    assert result.frames[0].score == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(result.frames[0].c2w, json.loads((root / "meta.json").read_text())["frames"][2]["c2w"])
+
+    plain = field.relevancy(basis(0))  # no negatives: (1 + cos) / 2
+    np.testing.assert_allclose(plain, (1 + cos_mug) / 2, atol=2e-3)
+
+
+def test_mask_ply_round_trip(tmp_path: Path) -> None:
+    field = Field.load(make_field(tmp_path / "field")[0])
+    result = field.query(basis(0), negatives=basis(1)[None], threshold=0.6)
+    result.write_ply(tmp_path / "mask.ply", field.points, field.colors)
+    points, colors = read_ply(tmp_path / "mask.ply")
+    np.testing.assert_allclose(points, field.points[result.indices], atol=1e-6)
+    np.testing.assert_allclose(colors, 0.5, atol=1 / 255)  # PLY stores 8-bit colours
+
+
+def test_projection_and_relevancy_image(tmp_path: Path) -> None:
+    c2w = look_at(np.array([0.0, -2.0, 0.0]), np.zeros(3))
+    uv, depth = project_points(np.array([[0.0, 0.0, 0.0], [0.2, 0.0, 0.1], [0.0, -3.0, 0.0]]), c2w,
+                               50.0, 50.0, 32.0, 24.0)
+    np.testing.assert_allclose(uv[0], [32.0, 24.0], atol=1e-9)  # the target lands on the principal point
+    np.testing.assert_allclose(uv[1], [32.0 + 50 * 0.2 / 2, 24.0 - 50 * 0.1 / 2], atol=1e-9)  # right and up
+    np.testing.assert_allclose(depth[:2], [2.0, 2.0])
+    assert depth[2] < 0  # behind the camera
+
+    field = Field.load(make_field(tmp_path / "field")[0])
+    result = field.query(basis(0), negatives=basis(1)[None], threshold=0.6, top_k_frames=1)
+    frame = field.frame(0)
+    picture = relevancy_image(field.points, result.relevancy, frame, threshold=result.threshold, radius=0)
+    assert picture.shape == (48, 64, 3)
+    lit_columns = np.flatnonzero(picture.any(axis=(0, 2)))
+    # Selected points x in [-0.5, -0.1] at depth 2 -> columns 32 + 25x: 19.5 ... 29.5
+    assert lit_columns.min() >= 19 and lit_columns.max() <= 30
+    assert np.flatnonzero(picture.any(axis=(1, 2))).tolist() == [24]
+    paths = save_relevancy_images(field, result, tmp_path / "png")
+    assert len(paths) == 1 and paths[0].is_file()
+
+
+def test_bad_queries_and_files(tmp_path: Path) -> None:
+    root = make_field(tmp_path / "field")[0]
+    field = Field.load(root)
+    with pytest.raises(InputError, match="expected"):
+        field.query(np.ones(DIM + 1))
+    with pytest.raises(InputError, match="zero"):
+        field.query(np.zeros(DIM))
+    with pytest.raises(InputError, match="threshold"):
+        field.query(basis(0), threshold=1.5)
+    with pytest.raises(DataError, match="not found"):
+        Field.load(tmp_path / "missing")
+    (root / "features.f16").write_bytes(b"\0" * 6)
+    with pytest.raises(DataError, match=r"features\.f16"):
+        Field.load(root)
+    (root / "meta.json").write_text('{"format": "find3d-field-points"}')
+    with pytest.raises(DataError, match="malformed"):
+        Field.load(root)
