@@ -28,7 +28,11 @@ COMMANDS: dict[str, Command] = {
     "make-data": Command("find3d.data.make_data", "Render a 2D dataset: COCO panoptic, refs, captions, FIND-Bench."),
     "make-scene": Command("find3d.data.make_scene", "Render a posed multi-view nerfstudio scene with 3D ground truth."),
     "check-data": Command("find3d.data.check", "Validate a dataset and list every problem with file and entry."),
+    "eval": Command("find3d.evaluation.run_eval", "Evaluate a checkpoint on all 2D tasks, with figures."),
     "train-interface": Command("find3d.train.train_interface", "Train the FIND interface on frozen encoders."),
+    "embed-frames": Command("find3d.field.embed_frames", "Embed every frame of a scene with FIND (per-pixel + image)."),
+    "export-field": Command("find3d.field.export", "Export a trained find-field as points carrying FIND embeddings."),
+    "query": Command("find3d.query.run_query", "Query an exported field with text, an image crop or both: 3D mask."),
 }
 
 

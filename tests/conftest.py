@@ -49,5 +49,6 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
     from find3d.train.loop import train_interface
 
     out = tmp_path_factory.mktemp("tiny_run")
-    config = load_config(TrainInterfaceConfig, None, [f"data={tiny_dataset}", f"output_dir={out}", *TINY_TRAIN_OVERRIDES])
+    overrides = [f"data={tiny_dataset}", f"output_dir={out}", *TINY_TRAIN_OVERRIDES]
+    config = load_config(TrainInterfaceConfig, None, overrides)
     return train_interface(config) / "checkpoints" / "last.pt"

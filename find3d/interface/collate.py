@@ -111,7 +111,8 @@ def _pad_masks(per_sample: list[list[np.ndarray]], size: tuple[int, int]) -> tup
 
 def _image_tensor(image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
     """``(h, w, 3)`` uint8 -> ``(3, H, W)`` float in [0, 1], zero-padded (or resized when ``size`` is given)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    # torch.tensor copies: images decoded by the loaders may be read-only numpy views.
+    tensor = torch.tensor(image).permute(2, 0, 1).float() / 255.0
     if size is not None and tuple(tensor.shape[-2:]) != size:
         tensor = F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
     return tensor
