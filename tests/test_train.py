@@ -47,6 +47,14 @@ def test_training_moves_the_interface_and_never_the_encoders(tiny_dataset, tiny_
     assert all(not p.requires_grad for p in fresh.model.vision.parameters())
 
 
+def test_run_folder_has_config_curve_png_and_tensorboard(tiny_checkpoint):
+    run_dir = tiny_checkpoint.parent.parent
+    assert (run_dir / "config.yaml").is_file() and any((run_dir / "tensorboard").iterdir())
+    assert [step for step, _ in losses(run_dir)] == [1, 2, 3]
+    png = (run_dir / "loss_curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
 def test_unknown_task_is_a_config_error(tiny_dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"tasks: unknown \['segmentation'\]"):
         build_run(tiny_config(tiny_dataset, tmp_path, "tasks=[segmentation]"), resume=False)

@@ -35,6 +35,7 @@ from find3d.interface.model import FindInterface, FindModel
 from find3d.interface.spec import TASKS
 from find3d.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from find3d.train.config import TrainInterfaceConfig
+from find3d.train.curves import plot_loss_curves
 from find3d.train.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown
 from find3d.train.schedule import batch_indices, epoch_of, step_seed, warmup_cosine
 
@@ -195,6 +196,7 @@ def _checkpoint(run: Run, step: int) -> None:
         "isthing": run.dataset.isthing,
         "encoders": {"vision": vision.name, "language": language.name, "language_layer": language.layer},
     }, keep=run.config.keep_checkpoints)
+    plot_loss_curves(run.config.output_dir)
 
 
 def _log(run: Run, writer: Any, out: Path, step: int, losses: dict[str, float], elapsed: float) -> None:
