@@ -32,7 +32,8 @@ COMMANDS: dict[str, Command] = {
     "train-interface": Command("find3d.train.train_interface", "Train the FIND interface on frozen encoders."),
     "embed-frames": Command("find3d.field.embed_frames", "Embed every frame of a scene with FIND (per-pixel + image)."),
     "export-field": Command("find3d.field.export", "Export a trained find-field as points carrying FIND embeddings."),
-    "query": Command("find3d.query.run_query", "Query an exported field with text, an image crop or both: 3D mask."),
+    "eval-3d": Command("find3d.query.eval_3d", "3D IoU, localisation and frame accuracy of a field vs 2D fusion."),
+    "query": Command("find3d.query.run_query", "Query a field by text, image crop or interleaved: 3D mask + frames."),
 }
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from find3d.field.embeddings import STORE_DIRNAME, EmbeddingStore, StoreMeta, em
 DIM = 16
 STRIDE = 4
 BIN = Path(sys.executable).parent
+ITERATIONS = 150
 
 
 def object_vectors(dim: int = DIM, count: int = 64) -> np.ndarray:
@@ -57,6 +59,12 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@dataclass
+class Embedding:
+    features: np.ndarray
+    image_vector: np.ndarray
+
+
 class ColourEmbedder:
     """A deterministic embedder (pooled RGB through a fixed projection) that counts its calls."""
 
@@ -65,19 +73,17 @@ class ColourEmbedder:
         self.fail_at = fail_at
         self.projection = np.random.default_rng(3).normal(size=(3, DIM)).astype(np.float32)
 
-    def embed_pixels(self, image: np.ndarray) -> np.ndarray:
+    def embed_pixels(self, image: np.ndarray) -> Embedding:
         self.calls += 1
         if self.fail_at is not None and self.calls > self.fail_at:
             raise KeyboardInterrupt  # a user stopping the run halfway
-        return self._pool(image)
+        pooled = self._pool(image)
+        return Embedding(pooled, pooled.mean(axis=(0, 1)))
 
     def _pool(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[0] // STRIDE, image.shape[1] // STRIDE
         pooled = image[: h * STRIDE, : w * STRIDE].reshape(h, STRIDE, w, STRIDE, 3).mean(axis=(1, 3)) / 255.0
         return pooled @ self.projection
-
-    def embed_image(self, image: np.ndarray) -> np.ndarray:
-        return self._pool(image).mean(axis=(0, 1))
 
 
 # --------------------------------------------------------------------------------------------- store
@@ -102,13 +108,13 @@ def test_store_round_trip_and_resume(tmp_path: Path, scene: Path) -> None:
     assert resumed.calls == total - 4
     reference = ColourEmbedder()
     image = np.asarray(Image.open(work / scene_frames(work)[5]["file_path"]).convert("RGB"))
-    np.testing.assert_allclose(store.frame_features(5), reference.embed_pixels(image), atol=2e-3)
+    np.testing.assert_allclose(store.frame_features(5), reference.embed_pixels(image).features, atol=2e-3)
     assert store.image_vectors.shape == (total, DIM)
 
     # A PCA code with a 3-d decoder reproduces rank-3 embeddings (pooled RGB @ 3xD projection).
     coded = embed_frames(work, ColourEmbedder(), checkpoint="ck.pt", code_dim=3)
     assert coded.meta.channels == 3 and coded.meta.explained_variance > 0.999
-    np.testing.assert_allclose(coded.frame_features(5), reference.embed_pixels(image), atol=1e-2)
+    np.testing.assert_allclose(coded.frame_features(5), reference.embed_pixels(image).features, atol=1e-2)
     assert json.loads((work / STORE_DIRNAME / "meta.json").read_text())["code"]["dim"] == 3
 
 
@@ -168,6 +174,10 @@ def test_feature_sampling_and_bad_dims(scene: Path, tmp_path: Path) -> None:
     assert manager.train_dataset.metadata["feature_dim"] == DIM
     item = manager.train_dataset[0]
     assert item["feature"].shape == (16, 16, DIM) and item["image"].shape == (64, 64, 3)
+    # Depth rides along in nerfstudio units (millimetres x 1e-3 x the dataparser's pose scale).
+    outputs = manager.train_dataparser_outputs
+    raw = np.asarray(Image.open(outputs.metadata["depth_filenames"][0])).astype(np.float32)
+    np.testing.assert_allclose(item["depth_image"][..., 0].numpy(), raw * 1e-3 * outputs.dataparser_scale, rtol=1e-5)
 
     box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
     with pytest.raises(DataError, match="embed-frames"):
@@ -179,6 +189,33 @@ def test_feature_sampling_and_bad_dims(scene: Path, tmp_path: Path) -> None:
     (bare / "images").symlink_to(scene / "images")
     with pytest.raises(DataError, match="embed-frames"):
         FindDataManagerConfig(data=bare).setup(device="cpu", test_mode="inference")
+
+
+def test_depth_losses() -> None:
+    """L1 on rays with a surface in the box, free space on every ray with depth, nothing for depth 0."""
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from find3d.field.model import FindFieldModelConfig
+
+    torch.set_num_threads(1)  # the machine's cores are shared
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    model = FindFieldModelConfig(depth_margin=0.1).setup(scene_box=box, num_train_data=4,
+                                                         metadata={"feature_dim": DIM})
+    steps = torch.linspace(0.05, 1.95, 20).reshape(1, 20, 1).repeat(3, 1, 1)  # 3 rays, far = 2
+    weights = torch.zeros(3, 20, 1)
+    weights[0, 10] = 1.0  # ray 0: all weight at its surface (t = 1.05)
+    weights[1, 2] = 1.0  # ray 1: all weight 0.25 in front of its surface at 1.05 (a floater)
+    outputs = {"weights": weights, "steps": steps, "depth": (weights * steps).sum(dim=1),
+               "directions_norm": torch.full((3, 1), 1.05), "fars": torch.full((3, 1), 2.0)}
+    z_depth = torch.tensor([[1.0], [1.0], [0.0]])  # ray 2: unknown depth
+    losses = model._depth_losses(outputs, z_depth)
+    assert losses["depth_loss"].item() == pytest.approx(model.config.depth_loss_weight * 0.8 / 2, abs=1e-5)
+    assert losses["free_space_loss"].item() == pytest.approx(model.config.free_space_loss_weight * 0.5)
+    # A surface beyond the box: the whole ray must be empty, and it gets no depth L1.
+    beyond = model._depth_losses(outputs, torch.tensor([[3.0], [3.0], [0.0]]))
+    assert beyond["depth_loss"].item() == 0.0 and beyond["free_space_loss"].item() == pytest.approx(1.0)
+    assert model._exits_empty(outputs, torch.tensor([[3.0], [1.0], [0.0]])).flatten().tolist() == [1.0, 0.0, 0.0]
 
 
 # ------------------------------------------------------------------------------------ ns-train etc.
@@ -199,9 +236,9 @@ def _ns(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained(scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 30-iteration `ns-train find-field` run on the scene; returns its config.yml."""
+    """A 150-iteration `ns-train find-field` run on the scene (depth-supervised); returns its config.yml."""
     out = tmp_path_factory.mktemp("runs")
-    _ns("ns-train", "find-field", "--data", str(scene), "--max-num-iterations", "30", "--vis", "tensorboard",
+    _ns("ns-train", "find-field", "--data", str(scene), "--max-num-iterations", str(ITERATIONS), "--vis", "tensorboard",
         "--output-dir", str(out), "--logging.steps-per-log", "1",
         "--pipeline.datamanager.train-num-rays-per-batch", "384")
     configs = list(out.glob("*/find-field/*/config.yml"))
@@ -214,7 +251,7 @@ def test_ns_train_find_field(trained: Path) -> None:
     run_dir = trained.parent
     assert list((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
     losses = _scalars(run_dir, "Train Loss")
-    assert len(losses) == 30
+    assert len(losses) == ITERATIONS
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     print(f"find-field train loss: first 5 steps {first:.4f}, last 5 steps {last:.4f}")
     assert last < 0.6 * first
@@ -257,9 +294,27 @@ def test_export_points_in_world_frame(trained: Path, scene: Path, tmp_path: Path
     best = (features @ object_vectors().T).max(axis=1)
     print(f"exported features: median best cosine to an object vector {np.median(best):.3f}")
     assert np.median(best) > 0.6
-    # Geometry is only reported: a few dozen CPU iterations leave the surface rough (see the report).
-    gt = np.load(scene / "ground_truth" / "points.npz")["xyz"]
-    tree = cKDTree(gt)
+    # Geometry: with depth supervision the exported points lie on the ground-truth surfaces.
+    surfaces = gt_surfaces(scene)
     uniform = np.random.default_rng(0).uniform(box.min(axis=0), box.max(axis=0), size=(5000, 3))
-    print(f"median distance to GT points: exported {np.median(tree.query(field.points)[0]):.3f} m, "
-          f"uniform in the box {np.median(tree.query(uniform)[0]):.3f} m")
+    exported, baseline = (float(np.median(cKDTree(surfaces).query(p)[0])) for p in (field.points, uniform))
+    gt = np.load(scene / "ground_truth" / "points.npz")["xyz"]
+    objects = np.all((field.points >= gt.min(axis=0)) & (field.points <= gt.max(axis=0)), axis=1)
+    on_objects = float(np.median(cKDTree(gt).query(field.points[objects])[0]))
+    print(f"median distance to GT surfaces: exported {exported:.3f} m, uniform in the box {baseline:.3f} m; "
+          f"exported points among the objects to GT object points: {on_objects:.3f} m")
+    assert exported < 0.05 and exported < baseline / 5
+    assert on_objects < 0.05
+
+
+def gt_surfaces(scene: Path) -> np.ndarray:
+    """Every surface point the ground-truth depth maps of all views see (floor and wall included)."""
+    from find3d.data.make_scene import backproject
+
+    transforms = json.loads((scene / "transforms.json").read_text())
+    points = []
+    for frame in transforms["frames"]:
+        depth = np.asarray(Image.open(scene / frame["depth_file_path"])).astype(np.float64) / 1000.0
+        xyz = backproject(depth, transforms["fl_x"], transforms["w"], np.asarray(frame["transform_matrix"]))
+        points.append(xyz[depth > 0])
+    return np.concatenate(points)

@@ -46,7 +46,8 @@ def make_field(root: Path, code_dim: int = 0) -> tuple[Path, np.ndarray]:
     xyz = np.stack([np.linspace(-0.5, 0.5, 11), np.zeros(11), np.zeros(11)], axis=1).astype(np.float32)
     rgb = np.full((11, 3), 0.5, np.float32)
     image_vectors = np.stack([basis(1), 0.8 * basis(0) + 0.2 * basis(1), basis(0), basis(2)])
-    frames = [camera(look_at(np.array([0.0, -2.0, 0.5 * k]), np.zeros(3)), f"f{k}") for k in range(4)]
+    frames = [camera(look_at(np.array([0.0, -2.0, 0.5 * k]), np.zeros(3)), f"f{k}") for k in range(3)]
+    frames.append(camera(look_at(np.array([0.0, -2.0, 0.0]), np.array([0.0, -3.0, 0.0])), "away"))
     write_export(root, xyz, rgb, features, image_vectors, frames, code_dim=code_dim)
     return root, weights
 
@@ -69,12 +70,29 @@ def test_relevancy_ordering_threshold_and_frames(tmp_path: Path, code_dim: int) 
     strict = field.query(basis(0), negatives=negatives, threshold=0.9995, top_k_frames=0)
     assert list(strict.indices) == [0, 1] and strict.frames == []
 
-    assert [hit.index for hit in result.frames] == [2, 1]
-    assert result.frames[0].score == pytest.approx(1.0, abs=1e-3)
-    np.testing.assert_allclose(result.frames[0].c2w, json.loads((root / "meta.json").read_text())["frames"][2]["c2w"])
+    # Frames rank by the share of the mask they see: the camera looking away sees none of it.
+    every = field.query(basis(0), negatives=negatives, threshold=0.6, top_k_frames=4).frames
+    assert [hit.index for hit in every] == [0, 1, 2, 3]
+    assert [hit.score for hit in every] == pytest.approx([1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(every[2].c2w, json.loads((root / "meta.json").read_text())["frames"][2]["c2w"])
+    # Image-level vectors rank frames for a retrieval-space vector.
+    hits = field.localize(basis(0), top_k=2)
+    assert [hit.index for hit in hits] == [2, 1] and hits[0].score == pytest.approx(1.0, abs=1e-3)
 
     plain = field.relevancy(basis(0))  # no negatives: (1 + cos) / 2
     np.testing.assert_allclose(plain, (1 + cos_mug) / 2, atol=2e-3)
+
+
+def test_occluded_points_are_not_visible(tmp_path: Path) -> None:
+    """A point hidden behind a nearer one does not count for the frame (z-buffer of the export)."""
+    xyz = np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 1.0, 0.0]], np.float32)
+    features = np.stack([basis(0), basis(0), basis(1)])
+    frames = [camera(look_at(np.array([0.0, -2.0, 0.0]), np.zeros(3)), "front")]
+    write_export(tmp_path / "field", xyz, np.zeros_like(xyz), features, basis(0)[None], frames, code_dim=0)
+    field = Field.load(tmp_path / "field")
+    assert field.visible(0, np.arange(3)).tolist() == [True, False, True]
+    result = field.query(basis(0), negatives=basis(1)[None], threshold=0.9, top_k_frames=1)
+    assert list(result.indices) == [0, 1] and result.frames[0].score == pytest.approx(0.5, abs=1e-3)
 
 
 def test_mask_ply_round_trip(tmp_path: Path) -> None:

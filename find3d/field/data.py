@@ -4,6 +4,11 @@ Each training image comes with its embedding map from the store (``feature``: (h
 usually coarser than the image). nerfstudio's pixel sampler indexes every batch entry with the
 image's pixel coordinates, which would run off a coarser map, so ``FeaturePixelSampler`` samples the
 map at the ray's pixel centre scaled to the map size (nearest cell) instead.
+
+When the scene's frames have a ``depth_file_path`` (``find3d make-scene`` writes them; so do RGB-D
+captures), items also carry ``depth_image`` (H, W, 1): z-depth in nerfstudio's rescaled units, 0
+where unknown — the same key and units as nerfstudio's ``DepthDataset``, read the same way, but
+without its fallback of estimating missing depth with a downloaded network.
 """
 
 from __future__ import annotations
@@ -49,8 +54,20 @@ class FeatureDataset(InputDataset):
         self.metadata = {**self.metadata, "feature_dim": self.store.meta.dim}
 
     def get_metadata(self, data: dict[str, Any]) -> dict[str, torch.Tensor]:
-        features = self.store.frame_features(self.frame_index[data["image_idx"]])
-        return {"feature": torch.from_numpy(features.astype(np.float16))}
+        index = data["image_idx"]
+        features = self.store.frame_features(self.frame_index[index])
+        metadata = {"feature": torch.from_numpy(features.astype(np.float16))}
+        depth_files = self._dataparser_outputs.metadata.get("depth_filenames")
+        if depth_files:
+            from nerfstudio.data.utils.data_utils import get_depth_image_from_path
+
+            outputs = self._dataparser_outputs
+            cameras = outputs.cameras
+            # File units -> nerfstudio units: the dataparser scaled every pose by dataparser_scale.
+            scale = outputs.metadata["depth_unit_scale_factor"] * outputs.dataparser_scale
+            metadata["depth_image"] = get_depth_image_from_path(
+                Path(depth_files[index]), int(cameras.height[index]), int(cameras.width[index]), scale)
+        return metadata
 
 
 def _relative(path: Path, root: Path) -> str:

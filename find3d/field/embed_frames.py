@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     if args.code_dim < 0 or args.commit_every < 1:
         raise InputError("--code-dim must be >= 0 and --commit-every >= 1.")
     interface = Interface.from_checkpoint(args.checkpoint)
+    # Recorded for `find3d query`, which must encode with the very weights that embedded the frames:
+    # resolved, so a training run's last.pt symlink moving on to a newer step cannot change them.
     store = embed_frames(args.data, interface, checkpoint=str(args.checkpoint.resolve()),
                          code_dim=args.code_dim or None, commit_every=args.commit_every)
     meta = store.meta

@@ -235,15 +235,18 @@ def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return frames
 
 
+class PixelEmbedding(Protocol):
+    """What one ``embed_pixels`` call returns (``find3d.interface.api.PixelEmbedding``)."""
+
+    features: Any  # (h, w, D) per-pixel embeddings
+    image_vector: Any  # (D,) image-level vector of the same forward pass
+
+
 class PixelEmbedder(Protocol):
     """What ``embed_frames`` needs from a model (the FIND interface provides it)."""
 
-    def embed_pixels(self, image: np.ndarray) -> Any:
-        """(H, W, 3) uint8 image -> (h, w, D) tensor of per-pixel embeddings."""
-        ...
-
-    def embed_image(self, image: np.ndarray) -> Any:
-        """(H, W, 3) uint8 image -> (D,) image-level vector."""
+    def embed_pixels(self, image: np.ndarray) -> PixelEmbedding:
+        """(H, W, 3) uint8 image -> per-pixel embeddings and the image-level vector, in one forward pass."""
         ...
 
 
@@ -277,7 +280,9 @@ def embed_frames(
     buffered: list[tuple[int, np.ndarray, np.ndarray]] = []
     for count, index in enumerate(tqdm(todo, desc="embed-frames", unit="frame", disable=None), start=1):
         image = load_image(scene_dir / paths[index])
-        pixels, vector = _as_numpy(embedder.embed_pixels(image)), _as_numpy(embedder.embed_image(image))
+        # One forward pass gives both: the interface computes the image vector alongside the pixel maps.
+        embedding = embedder.embed_pixels(image)
+        pixels, vector = _as_numpy(embedding.features), _as_numpy(embedding.image_vector)
         if pixels.ndim != 3 or vector.shape != (pixels.shape[-1],):
             raise InputError(f"{paths[index]}: embedder returned pixels {pixels.shape} and image vector "
                              f"{vector.shape}; expected (h, w, D) and (D,).")

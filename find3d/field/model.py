@@ -14,14 +14,25 @@ Design (pure torch so that it trains on a CPU; the fast CUDA pieces are used whe
   drawn from the same field's densities at those samples (queried without gradient: no proposal
   network, and nothing CUDA-only such as nerfacc's occupancy grid); both sets are rendered.
 - Rendering: rgb = Σ wᵢ cᵢ (+ a random background colour in training, which forces rays that see
-  something to turn opaque inside the box), depth = expected depth, feature = Σ wᵢ fᵢ.
-- Loss: MSE(rgb) + λ·(1 − cos(feature, target)), λ = ``feature_loss_weight`` (default 0.5). The cosine
-  loss matches how features are used (relevancy is computed on unit vectors) and ignores the scale of
-  the mask-weighted mixture E(x). The rendering weights are detached for the feature head by default
-  (``feature_shapes_density=False``, as LERF does): view-inconsistent 2D embeddings would otherwise
-  pull density into floaters, and geometry is better learned from colour. Because the feature head
-  then has its own parameters and Adam is scale-invariant, λ only matters when features may shape
-  density.
+  something to turn opaque inside the box), depth = expected depth, feature = Σ wᵢ fᵢ. Rays whose
+  known depth lies beyond the box (floor / wall outside it) instead see a learned environment colour
+  (SH(direction) → MLP), which is also the background at evaluation: they cross the box empty.
+- Depth (when the dataset has ``depth_image``, i.e. transforms.json frames carry ``depth_file_path``):
+  colour alone leaves a fog in front of surfaces that few views constrain, and exported points then
+  sit in that fog. Two terms on rays whose known surface lies inside the box, with z* the surface
+  distance along the ray (z-depth × the ray's direction norm, as depth-nerfacto): an expected-depth
+  L1, |Σ wᵢ tᵢ − z*| (weight ``depth_loss_weight``), and a line-of-sight free-space term (URF's
+  "empty" loss), the rendering weight in front of z* − ``depth_margin`` (weight
+  ``free_space_loss_weight``), which removes floaters directly instead of only moving the mean. The
+  free-space term also applies to rays whose surface lies beyond the box (all their weight is
+  penalised): without it the random background paints a fog in front of every far surface.
+- Loss: MSE(rgb) + λ·(1 − cos(feature, target)) (+ the depth terms), λ = ``feature_loss_weight``
+  (default 0.5). The cosine loss matches how features are used (relevancy is computed on unit
+  vectors) and ignores the scale of the mask-weighted mixture E(x). The rendering weights are
+  detached for the feature head by default (``feature_shapes_density=False``, as LERF does):
+  view-inconsistent 2D embeddings would otherwise pull density into floaters, and geometry is better
+  learned from colour and depth. Because the feature head then has its own parameters and Adam is
+  scale-invariant, λ only matters when features may shape density.
 """
 
 from __future__ import annotations
@@ -151,6 +162,15 @@ class FindFieldModelConfig(ModelConfig):
     sh_levels: int = 2
     """Spherical-harmonic levels of the view-dependent colour (1: Lambertian). Kept low: with few views,
     strong view dependence lets a floater in front of each camera paint that camera's image."""
+    depth_loss_weight: float = 0.1
+    """Weight of the expected-depth L1 (nerfstudio units ≈ metres for make-scene orbits); used only when
+    the frames have depth_file_path. 0 turns all depth supervision off (both terms, environment routing).
+    Measured (make-scene, 16 views at 64 px, 150 iterations): exported points 1.0 cm median from the GT
+    surfaces, against 27 cm from colour alone after 200 iterations."""
+    free_space_loss_weight: float = 1.0
+    """Weight of the line-of-sight term: rendering weight in front of the known surface (minus the margin)."""
+    depth_margin: float = 0.05
+    """Half-width (nerfstudio units) of the band around the known surface where weight is not penalised."""
     background_color: Literal["random", "last_sample", "black", "white"] = "random"
     """Colour behind the scene box. random (black at eval) makes every seen pixel opaque inside the box;
     last_sample lets the field explain pixels with a transparent scene and its last sample's colour."""
@@ -178,11 +198,14 @@ class FindFieldModel(Model):
         self.uniform_sampler = UniformSampler(num_samples=self.config.num_coarse_samples)
         self.pdf_sampler = PDFSampler(num_samples=self.config.num_importance_samples, include_original=True)
         self.renderer_rgb = RGBRenderer(background_color=self.config.background_color)
+        # Colour beyond the box by direction (an environment map); see the module docstring.
+        self.environment_sh = SHEncoding(levels=4)
+        self.environment = _mlp(self.environment_sh.get_out_dim(), 32, 3)
         self.renderer_depth = DepthRenderer(method="expected")
         self.renderer_accumulation = AccumulationRenderer()
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
-        return {"fields": list(self.field.parameters())}
+        return {"fields": [*self.field.parameters(), *self.environment.parameters()]}
 
     def _samples(self, ray_bundle: RayBundle) -> RaySamples:
         samples = self.uniform_sampler(ray_bundle)
@@ -198,20 +221,37 @@ class FindFieldModel(Model):
         field_out = self.field(samples)
         weights = samples.get_weights(field_out["density"])
         feature_weights = weights if self.config.feature_shapes_density else weights.detach()
-        return {
+        outputs = {
             "rgb": self.renderer_rgb(rgb=field_out["rgb"], weights=weights),
             "depth": self.renderer_depth(weights=weights, ray_samples=samples),
             "accumulation": self.renderer_accumulation(weights=weights),
             "feature": torch.sum(feature_weights * field_out["feature"], dim=-2),
+            "background": torch.sigmoid(self.environment(self.environment_sh(ray_bundle.directions))),
         }
+        if not self.training and self.config.background_color == "random":
+            outputs["rgb"] = outputs["rgb"] + outputs["background"] * (1.0 - outputs["accumulation"])
+        if self.training:
+            # What the depth losses need besides the batch; never built for rendering whole images.
+            metadata = ray_bundle.metadata or {}
+            outputs["weights"] = weights
+            outputs["steps"] = (samples.frustums.starts + samples.frustums.ends) / 2
+            outputs["directions_norm"] = metadata.get("directions_norm", torch.ones_like(outputs["depth"]))
+            outputs["fars"] = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(
+                outputs["depth"], float("inf"))
+        return outputs
 
     def _rgb_pair(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device)[..., :3]
         rgb = outputs["rgb"]
         if self.training and self.config.background_color == "random":
             # The renderer leaves the background black for "random"; a fresh random colour behind every
-            # ray during training can only be matched by making the ray opaque.
-            rgb = rgb + torch.rand_like(rgb) * (1.0 - outputs["accumulation"])
+            # ray during training can only be matched by making the ray opaque. Rays known to cross the
+            # box empty see the environment instead.
+            background = torch.rand_like(rgb)
+            depth = self._depth_image(outputs, batch)
+            if depth is not None:
+                background = torch.where(self._exits_empty(outputs, depth) > 0, outputs["background"], background)
+            rgb = rgb + background * (1.0 - outputs["accumulation"])
         return rgb, image
 
     def get_metrics_dict(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -231,7 +271,34 @@ class FindFieldModel(Model):
             target = batch["feature"].to(self.device).float()
             cosine = F.cosine_similarity(outputs["feature"], target, dim=-1, eps=1e-6)
             losses["feature_loss"] = self.config.feature_loss_weight * (1.0 - cosine).mean()
+        depth = self._depth_image(outputs, batch)
+        if depth is not None:
+            losses.update(self._depth_losses(outputs, depth))
         return losses
+
+    def _depth_image(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor | None:
+        """(R, 1) known z-depth per ray (0 = unknown) when depth supervision applies to this batch."""
+        if "depth_image" not in batch or "weights" not in outputs or self.config.depth_loss_weight <= 0:
+            return None
+        return batch["depth_image"].to(self.device).float().reshape(-1, 1)
+
+    def _exits_empty(self, outputs: dict[str, torch.Tensor], z_depth: torch.Tensor) -> torch.Tensor:
+        """(R, 1) 1.0 for rays whose known surface lies beyond the box exit (minus the margin)."""
+        target = z_depth * outputs["directions_norm"]
+        return ((z_depth > 0) & (target >= outputs["fars"] - self.config.depth_margin)).float()
+
+    def _depth_losses(self, outputs: dict[str, torch.Tensor], z_depth: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Expected-depth L1 on rays whose surface is inside the box; free space on every ray with depth."""
+        margin = self.config.depth_margin
+        target = z_depth * outputs["directions_norm"]  # distance along the unit ray
+        known = (z_depth > 0).float()  # 0 = no depth measured
+        surface = known - self._exits_empty(outputs, z_depth)
+        depth_l1 = (torch.abs(outputs["depth"] - target) * surface).sum() / surface.sum().clamp_min(1.0)
+        in_front = (outputs["steps"] < (target - margin)[:, None, :]).float()
+        free = (outputs["weights"] * in_front).sum(dim=-2)
+        free_space = (free * known).sum() / known.sum().clamp_min(1.0)
+        return {"depth_loss": self.config.depth_loss_weight * depth_l1,
+                "free_space_loss": self.config.free_space_loss_weight * free_space}
 
     def get_image_metrics_and_images(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any],
                                      ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:

@@ -1,13 +1,21 @@
 """3D queries on an exported feature field: LERF relevancy, 3D masks and frame localisation.
 
-``Field.query`` takes embeddings (the query and, optionally, the canonical negatives "object",
-"things", "stuff", "texture") already encoded into FIND's semantic space; turning text, an image
-crop or an interleaved reference into that vector is the interface's job (``query_text`` and its
-siblings wrap ``Field.query`` once the interface exists).
+``Field.query(query, interface=find3d.Interface)`` takes text, an image crop (path, PIL image or
+array) or an interleaved query ("the mug next to <image:keys.png>") and encodes it and the canonical
+negatives "object", "things", "stuff", "texture" through ``Interface.encode_query`` into the
+per-pixel space the field was distilled from; without an interface it takes embeddings (the
+query and optional negatives) already in that space. ``find3d query`` is the same call.
 
 Relevancy (LERF): with unit vectors and cosine similarities s⁺ (query) and sⱼ⁻ (negatives),
 ``relevancy = min_j softmax(10·[s⁺, sⱼ⁻])[0] = sigmoid(10·(s⁺ − max_j sⱼ⁻))``; 0.5 means "as close
 to the query as to the closest negative". Without negatives, ``relevancy = (1 + s⁺) / 2``.
+
+Frames are ranked by how much of the 3D mask they see: the summed relevancy of the selected points
+that project inside the frame in front of every other exported point (a z-buffer of the export at
+``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This uses only the poses
+and works for every kind of query; the frames' image-level vectors live in the interface's
+*retrieval* space, not the per-pixel space queries are encoded into, so they serve ``localize``
+with retrieval-space vectors instead.
 
 Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
 in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
@@ -29,6 +37,10 @@ from find3d.fileio import read_json
 FORMAT = "find3d-field-points"
 CHUNK_ROWS = 1 << 16  # rows per product: temporaries stay in the CPU cache
 TEMPERATURE = 10.0  # LERF's softmax temperature
+CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives
+ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
+OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
+FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
 _FIX = "re-run `find3d export-field --config RUN/config.yml --out DIR`"
 
 
@@ -164,18 +176,56 @@ class Field:
             torch.set_num_threads(threads)
         return out
 
-    def query(self, embedding: Any, negatives: Any | None = None, threshold: float = 0.5,
-              top_k_frames: int = 3) -> QueryResult:
-        """Relevancy of every point, the points at or above ``threshold`` and the best frames."""
+    def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
+              interface: Any | None = None, base_dir: str | os.PathLike = ".") -> QueryResult:
+        """Relevancy of every point, the points at or above ``threshold`` and the ``top_k_frames`` best frames.
+
+        With ``interface`` (a ``find3d.Interface``), ``query`` is text, interleaved text (references
+        relative to ``base_dir``) or an image crop, and ``negatives`` phrases (default the canonical
+        ones); without it both are embeddings.
+        """
         if not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold {threshold}: relevancy lies in [0, 1]; pick e.g. 0.5.")
+        embedding = query
+        if interface is not None:
+            embedding = encode(interface, query, base_dir)
+            phrases = CANONICAL_NEGATIVES if negatives is None else negatives
+            negatives = np.stack([encode(interface, phrase, base_dir) for phrase in phrases]) if phrases else None
         relevancy = self.relevancy(embedding, negatives)
         selected = np.flatnonzero(relevancy >= threshold)
         order = selected[np.argsort(-relevancy[selected], kind="stable")]
-        return QueryResult(relevancy, order, relevancy[order], threshold, self.localize(embedding, top_k_frames))
+        frames = self.rank_frames(relevancy, order, top_k_frames)
+        return QueryResult(relevancy, order, relevancy[order], threshold, frames)
+
+    def rank_frames(self, relevancy: np.ndarray, selected: np.ndarray, top_k: int = 3) -> list[FrameHit]:
+        """The ``top_k`` frames seeing the largest share of the selected points' relevancy (module doc)."""
+        if top_k <= 0:
+            return []
+        if len(selected) == 0:
+            selected = np.argsort(-relevancy, kind="stable")[:FALLBACK_POINTS]
+        weights = relevancy[selected].astype(np.float64)
+        scores = np.array([weights[self.visible(index, selected)].sum() for index in range(len(self.frames))])
+        scores /= max(weights.sum(), 1e-12)
+        best = np.argsort(-scores, kind="stable")[:top_k]
+        return [self.frame(int(i), float(scores[i])) for i in best]
+
+    def visible(self, index: int, subset: np.ndarray) -> np.ndarray:
+        """(len(subset),) bool: which of these points frame ``index`` sees (inside, in front, unoccluded)."""
+        from find3d.query.render import project_points
+
+        hit = self.frame(index)
+        rows, cols = -(-hit.height // ZBUFFER_STRIDE), -(-hit.width // ZBUFFER_STRIDE)
+        uv, depth = project_points(self.points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+        cell_x, cell_y = np.floor(uv[:, 0] / ZBUFFER_STRIDE), np.floor(uv[:, 1] / ZBUFFER_STRIDE)
+        inside = (depth > 0) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) & (cell_y < rows)
+        cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
+        zbuffer = np.full(rows * cols, np.inf)
+        np.minimum.at(zbuffer, cell[inside], depth[inside])
+        sub = cell[subset]
+        return (sub >= 0) & (depth[subset] <= zbuffer[np.maximum(sub, 0)] * (1.0 + OCCLUSION_TOLERANCE))
 
     def localize(self, embedding: Any, top_k: int = 3) -> list[FrameHit]:
-        """The ``top_k`` frames whose image-level vector is closest (cosine) to the query."""
+        """The ``top_k`` frames whose image-level vector is closest (cosine) to a retrieval-space vector."""
         if top_k <= 0:
             return []
         query = self._unit(embedding, "query embedding")[0]
@@ -190,6 +240,16 @@ class Field:
                         c2w=np.asarray(entry["c2w"], dtype=np.float64), fx=float(entry["fl_x"]),
                         fy=float(entry["fl_y"]), cx=float(entry["cx"]), cy=float(entry["cy"]),
                         width=int(entry["w"]), height=int(entry["h"]))
+
+
+def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".") -> np.ndarray:
+    """(D,) float32 unit embedding of text, an interleaved query or an image crop (a ``Path`` is an image)."""
+    if isinstance(query, str) and not query.strip():
+        raise InputError("query: empty text; pass words, an <image:...> reference or --image CROP.")
+    vector = interface.encode_query(query, base_dir=base_dir)
+    if hasattr(vector, "detach"):
+        vector = vector.detach().float().cpu().numpy()
+    return np.asarray(vector, dtype=np.float32)
 
 
 def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -225,7 +285,10 @@ def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | 
         cloud.colors = o3d.utility.Vector3dVector(np.asarray(colors, dtype=np.float64))
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.ply'}")  # open3d picks the writer by suffix
     try:
-        if not o3d.io.write_point_cloud(str(tmp), cloud):
+        if len(points) == 0:  # an empty selection is a valid answer, but open3d refuses to write it
+            tmp.write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty double x\nproperty double y\n"
+                           "property double z\nend_header\n")
+        elif not o3d.io.write_point_cloud(str(tmp), cloud):
             raise DataError(f"{path}: open3d could not write the point cloud; check the folder and free space.")
         os.replace(tmp, path)
     finally:

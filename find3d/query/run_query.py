@@ -1,0 +1,91 @@
+"""``find3d query``: a text, image-crop or interleaved query against an exported field.
+
+    find3d query --field DIR "the red mug"
+    find3d query --field DIR --image crop.png
+    find3d query --field DIR "the mug next to <image:keys.png>"
+
+The query and the canonical negatives are encoded through the FIND interface that embedded the
+frames (``--checkpoint``, by default the one recorded in the export's meta.json). Writes, into
+``--out`` (default: the field folder)::
+
+    mask.ply            the selected points (relevancy >= --threshold) with their colours
+    query.npz           indices (M,) int64 most relevant first, scores (M,) float32, threshold
+    frames.json         {"query", "threshold", "points", "frames": [{rank, index, file_path, score,
+                         c2w (4x4 OpenGL, world), fl_x, fl_y, cx, cy, w, h}]}
+    relevancy_<rank>_<frame>.png   the relevancy of the selected points over each best frame
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from find3d.errors import InputError
+from find3d.fileio import atomic_open, atomic_write_json
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", nargs="?", default=None,
+                        help='text or interleaved query, e.g. "the mug next to <image:keys.png>"')
+    parser.add_argument("--field", type=Path, required=True, help="folder written by `find3d export-field`")
+    parser.add_argument("--image", type=Path, default=None, help="an image crop to query with instead of text")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="FIND interface checkpoint (default: the one embed-frames used, from meta.json)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="least relevancy of a selected point")
+    parser.add_argument("--top-k", type=int, default=3, help="best frames to report and draw")
+    parser.add_argument("--negatives", nargs="*", default=None,
+                        help='negative phrases (default "object" "things" "stuff" "texture"; the bare flag: none)')
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the field folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from find3d.query.field import Field
+
+    if (args.text is None) == (args.image is None):
+        raise InputError('pass either a text query ("the red mug") or --image CROP, not both or neither.')
+    if args.image is not None and not args.image.is_file():
+        raise InputError(f"--image {args.image}: not found; pass the path of an image crop.")
+    field = Field.load(args.field)
+    interface = load_interface(field, args.checkpoint)
+    query: Any = args.text if args.image is None else args.image
+    # Interleaved references are resolved from the working directory, like any command-line path.
+    result = field.query(query, negatives=args.negatives, threshold=args.threshold, top_k_frames=args.top_k,
+                         interface=interface, base_dir=Path.cwd())
+    out = args.out or args.field
+    write_result(field, result, out, str(query))
+    best = f"; best frame {result.frames[0].file_path} ({result.frames[0].score:.2f})" if result.frames else ""
+    print(f"{len(result.indices)} of {len(field)} points at relevancy >= {result.threshold}{best} -> {out}")
+    return 0
+
+
+def load_interface(field: Any, checkpoint: Path | None) -> Any:
+    """The interface of ``--checkpoint``, else of the checkpoint recorded in the export."""
+    from find3d import Interface
+
+    recorded = field.meta.get("checkpoint")
+    path = checkpoint or (Path(recorded) if recorded else None)
+    if path is None or not path.exists():
+        where = "" if path is None else f" ({path} is gone)"
+        raise InputError(f"{field.root}: no interface checkpoint recorded{where}; pass --checkpoint CKPT "
+                         "(the one `find3d embed-frames` used).")
+    return Interface.from_checkpoint(path)
+
+
+def write_result(field: Any, result: Any, out: Path, query: str) -> None:
+    """mask.ply, query.npz, frames.json and the relevancy PNGs (format in the module docstring)."""
+    from find3d.query.render import save_relevancy_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    result.write_ply(out / "mask.ply", field.points, field.colors)
+    with atomic_open(out / "query.npz") as handle:
+        np.savez(handle, indices=result.indices.astype(np.int64), scores=result.scores.astype(np.float32),
+                 threshold=np.float32(result.threshold))
+    frames = [{"rank": rank, "index": hit.index, "file_path": hit.file_path, "score": hit.score,
+               "c2w": hit.c2w.tolist(), "fl_x": hit.fx, "fl_y": hit.fy, "cx": hit.cx, "cy": hit.cy,
+               "w": hit.width, "h": hit.height} for rank, hit in enumerate(result.frames)]
+    atomic_write_json(out / "frames.json", {"query": query, "threshold": result.threshold,
+                                            "points": len(result.indices), "frames": frames})
+    save_relevancy_images(field, result, out)

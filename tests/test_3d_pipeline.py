@@ -1,0 +1,102 @@
+"""The 3D pipeline end to end through the command line: make-scene → embed-frames (a real interface
+checkpoint) → ns-train find-field → export-field → query (text, image crop, interleaved) → eval-3d."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from find3d.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Scene, trained run and export built with the CLI; the field is trained with depth supervision."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pipeline")
+    scene, field = root / "scene", root / "field"
+    assert main(["make-scene", "--out", str(scene), "--views", "12", "--heldout", "3", "--size", "64"]) == 0
+    assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(BIN / "ns-train"), "find-field", "--data", str(scene), "--max-num-iterations", "120",
+         "--vis", "tensorboard", "--output-dir", str(root / "runs"),
+         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
+        capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = next((root / "runs").glob("*/find-field/*/config.yml"))
+    assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "4000"]) == 0
+    return {"scene": scene, "field": field, "checkpoint": tiny_checkpoint, "root": root}
+
+
+@pytest.mark.slow
+def test_export_records_the_interface(pipeline: dict[str, Path]) -> None:
+    meta = json.loads((pipeline["field"] / "meta.json").read_text())
+    assert meta["checkpoint"] == str(pipeline["checkpoint"].resolve())
+    assert 100 < meta["count"] <= 4000 and meta["dim"] == 64  # the tiny interface's projection size
+
+
+@pytest.mark.slow
+def test_query_cli_text_image_and_interleaved(pipeline: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import find3d
+    from find3d.query.field import read_ply
+
+    scene, field_dir = pipeline["scene"], pipeline["field"]
+    # No --checkpoint: the command reads the one embed-frames recorded in the export.
+    assert main(["query", "--field", str(field_dir), "mug", "--top-k", "2", "--threshold", "0.5"]) == 0
+    saved = np.load(field_dir / "query.npz")
+    indices, scores = saved["indices"], saved["scores"]
+    assert np.all(scores >= 0.5) and np.all(np.diff(scores) <= 0)
+    points, _ = read_ply(field_dir / "mask.ply")
+    assert len(points) == len(indices)
+    frames = json.loads((field_dir / "frames.json").read_text())
+    assert frames["query"] == "mug" and len(frames["frames"]) == 2
+    scene_frames = json.loads((scene / "transforms.json").read_text())["frames"]
+    poses = {f["file_path"]: f["transform_matrix"] for f in scene_frames}
+    for hit in frames["frames"]:
+        assert 0.0 <= hit["score"] <= 1.0
+        np.testing.assert_allclose(hit["c2w"], poses[hit["file_path"]])
+    assert len(list(field_dir.glob("relevancy_*.png"))) == 2
+
+    # The Python API is the same call.
+    interface = find3d.Interface.from_checkpoint(pipeline["checkpoint"], device="cpu")
+    result = find3d.Field.load(field_dir).query("mug", interface=interface, threshold=0.5, top_k_frames=2)
+    np.testing.assert_array_equal(result.indices, indices)
+
+    # An image crop, and an interleaved query whose reference is resolved from the working directory.
+    crop = np.asarray(Image.open(scene / "images" / "frame_00001.png").convert("RGB"))[16:48, 16:48]
+    Image.fromarray(crop).save(pipeline["root"] / "crop.png")
+    monkeypatch.chdir(pipeline["root"])
+    for name, args in (("image", ["--image", "crop.png"]), ("interleaved", ["the mug next to <image:crop.png>"])):
+        out = pipeline["root"] / name
+        assert main(["query", "--field", str(field_dir), *args, "--out", str(out), "--top-k", "1"]) == 0
+        assert len(read_ply(out / "mask.ply")[0]) == len(np.load(out / "query.npz")["indices"])
+        assert len(json.loads((out / "frames.json").read_text())["frames"]) == 1
+    assert main(["query", "--field", str(field_dir)]) == 2  # neither text nor --image: a usage error
+
+
+@pytest.mark.slow
+def test_eval_3d(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval-3d", "--scene", str(pipeline["scene"]), "--field", str(pipeline["field"])]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((pipeline["field"] / "eval_3d.json").read_text())
+    objects = json.loads((pipeline["scene"] / "ground_truth" / "objects.json").read_text())["objects"]
+    categories = {o["category"] for o in objects.values() if o["isthing"] or o["category"] == "table"}
+    for method in ("field", "fusion_baseline"):
+        report = results[method]
+        assert set(report["per_category"]) == categories
+        for key in ("miou", "localisation_accuracy", "frame_top1", "frame_top5"):
+            assert 0.0 <= report[key] <= 1.0
+        assert report["frame_top5"] >= report["frame_top1"]
+        assert sum(c["localisation"]["views"] for c in report["per_category"].values()) > 0
+    assert "| miou |" in printed and (pipeline["field"] / "fusion" / "meta.json").is_file()
