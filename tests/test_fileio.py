@@ -21,6 +21,13 @@ def test_atomic_open_keeps_old_file_when_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]  # temp file cleaned up
 
 
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {})
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    assert (tmp_path / "x.json").stat().st_mode == plain.stat().st_mode
+
+
 def test_json_and_torch_round_trip(tmp_path):
     atomic_write_json(tmp_path / "a" / "x.json", {"k": [1, 2]})
     assert read_json(tmp_path / "a" / "x.json") == {"k": [1, 2]}
