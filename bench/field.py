@@ -21,7 +21,6 @@ markdown tables and writes them to ``bench/results/field.md``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import shutil
@@ -30,32 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from memory import peak_extra_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "field.md"
 CHECKPOINT = ROOT / "outputs" / "interface-cpu" / "checkpoints" / "last.pt"
 POINT_COUNTS = (10_000, 100_000, 1_000_000)
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
-def _peak_extra_mib(step: Callable[[], object]) -> float:
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset VmHWM to the current RSS
-    before = _status_mib("VmRSS")
-    step()
-    return _status_mib("VmHWM") - before
 
 
 def embed(scene: Path, checkpoint: Path) -> float:
@@ -123,7 +105,7 @@ def query_latency(work: Path, dim: int, frames: list[dict]) -> list[dict[str, fl
                 field.query(query, negatives, top_k_frames=top_k)
                 runs.append(time.perf_counter() - start)
             timings[name] = statistics.median(runs) * 1000
-        memory = _peak_extra_mib(lambda f=field, q=query, n=negatives: f.query(q, n, top_k_frames=0))
+        memory = peak_extra_mib(lambda f=field, q=query, n=negatives: f.query(q, n, top_k_frames=0))
         rows.append({"points": count, "mask_ms": timings["mask"], "frames_ms": timings["+frames"],
                      "peak_extra_mib": memory})
     return rows

@@ -22,7 +22,6 @@ minus ``VmRSS`` before, i.e. the extra resident memory the forward needs at its 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import statistics
 import time
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from memory import peak_extra_mib
 
 SIZES = (384, 512)
 REPEATS = 7
@@ -41,24 +41,6 @@ ROWS = {**{t: (t,) for t in TASKS}, "embed_pixels (generic+retrieval)": ("generi
 GOAL = 0.25
 #: shared by every task (twice in the interleave rows: image and reference); shown for scale
 PIXEL_DECODER = "(pixel decoder alone)"
-
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(key):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
-def _peak_extra_mib(step: Callable[[], object]) -> float:
-    """Extra resident memory at the peak of ``step`` (see the module docstring)."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so earlier runs do not hide this one
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # reset VmHWM to the current RSS
-    before = _status_mib("VmRSS")
-    step()
-    return _status_mib("VmHWM") - before
 
 
 def _photos(size: int) -> list[np.ndarray]:
@@ -113,7 +95,7 @@ def _measure(size: int, model, class_names: list[str], class_prompt: str, repeat
                 start = time.perf_counter()
                 step()
                 times[name].append(time.perf_counter() - start)
-        memory = {name: _peak_extra_mib(step) for name, step in steps.items()}
+        memory = {name: peak_extra_mib(step) for name, step in steps.items()}
     return {name: {"ms": 1000 * statistics.median(t), "mib": memory[name]} for name, t in times.items()}
 
 
