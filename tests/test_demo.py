@@ -15,7 +15,7 @@ FIND3D = str(Path(sys.executable).parent / "find3d")
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    result = subprocess.run([FIND3D, "demo", "--out", str(tmp_path), "--images", "16", "--field-iterations", "60"],
+    result = subprocess.run([FIND3D, "demo", "--out", str(tmp_path), "--images", "16", "--field-iterations", "200"],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "find3d demo: done" in result.stdout
