@@ -91,6 +91,8 @@ def test_occluded_points_are_not_visible(tmp_path: Path) -> None:
     write_export(tmp_path / "field", xyz, np.zeros_like(xyz), features, basis(0)[None], frames, code_dim=0)
     field = Field.load(tmp_path / "field")
     assert field.visible(0, np.arange(3)).tolist() == [True, False, True]
+    indices, offsets = field.visibility()  # the per-frame cache frame ranking sums over
+    assert indices.tolist() == [0, 2] and offsets.tolist() == [0, 2]
     result = field.query(basis(0), negatives=basis(1)[None], threshold=0.9, top_k_frames=1)
     assert list(result.indices) == [0, 1] and result.frames[0].score == pytest.approx(0.5, abs=1e-3)
 
@@ -140,6 +142,9 @@ def test_bad_queries_and_files(tmp_path: Path) -> None:
     (root / "features.f16").write_bytes(b"\0" * 6)
     with pytest.raises(DataError, match=r"features\.f16"):
         Field.load(root)
-    (root / "meta.json").write_text('{"format": "find3d-field-points"}')
+    (root / "meta.json").write_text('{"format": "find3d-field-points", "version": 1}')
+    with pytest.raises(DataError, match=r"version 1.*re-run"):
+        Field.load(root)
+    (root / "meta.json").write_text('{"format": "find3d-field-points", "version": 2}')
     with pytest.raises(DataError, match="malformed"):
         Field.load(root)

@@ -98,7 +98,8 @@ def localised(field: Any, relevancy: np.ndarray, frame_index: int, mask: np.ndar
     """LERF: does the most relevant visible point of the frame land on ``mask``?"""
     from find3d.query.render import project_points
 
-    visible = np.flatnonzero(field.visible(frame_index, np.arange(len(field))))
+    indices, offsets = field.visibility()
+    visible = indices[offsets[frame_index]:offsets[frame_index + 1]]
     if len(visible) == 0:
         return False
     best = visible[np.argmax(relevancy[visible])]

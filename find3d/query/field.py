@@ -19,23 +19,29 @@ with retrieval-space vectors instead.
 
 Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
 in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
-query reads (d + 1)·4 bytes per point instead of D·2, which is what makes 1M-point queries fast.
+query reads (d + 1)·4 bytes per point instead of D·2, which is what makes 1M-point queries fast; the
+code is stored dimension-major so each chunk is one wide (K, d+1) x (d+1, n) product.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from find3d.errors import DataError, InputError
 from find3d.fileio import read_json
 
+if TYPE_CHECKING:
+    import torch
+
 FORMAT = "find3d-field-points"
-CHUNK_ROWS = 1 << 16  # rows per product: temporaries stay in the CPU cache
+VERSION = 2  # 2: code.f32 is dimension-major
+CHUNK_ROWS = 1 << 16  # points per product: temporaries stay in the CPU cache
 TEMPERATURE = 10.0  # LERF's softmax temperature
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
@@ -90,6 +96,7 @@ class Field:
         self.code = code
         self.decoder = decoder
         self.frames = meta["frames"]
+        self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
         # (measured 20x slower), so one thread is the safe default.
@@ -109,6 +116,9 @@ class Field:
         meta = read_json(root / "meta.json")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise DataError(f"{root / 'meta.json'}: not a find3d field export; {_FIX}.")
+        if meta.get("version") != VERSION:
+            raise DataError(f"{root / 'meta.json'}: export format version {meta.get('version')}, this find3d "
+                            f"reads version {VERSION}; {_FIX}.")
         try:
             count, dim, frames = int(meta["count"]), int(meta["dim"]), meta["frames"]
         except (KeyError, TypeError, ValueError) as err:
@@ -121,7 +131,7 @@ class Field:
         code, decoder = None, None
         if meta.get("code"):
             code_dim = int(meta["code"]["dim"])
-            code = _memmap(root / meta["code"]["file"], np.float32, (count, code_dim + 1))
+            code = _memmap(root / meta["code"]["file"], np.float32, (code_dim + 1, count))
             with np.load(root / meta["code"]["decoder"]) as data:
                 decoder = (data["mean"], data["components"])
             if decoder[1].shape != (code_dim, dim):
@@ -142,13 +152,18 @@ class Field:
             raise InputError(f"{name}: zero or non-finite embedding; check the query encoding.")
         return array / norms
 
-    def _operands(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows (N, C), matrix (C, K)) whose product holds the cosines of every point with K unit queries."""
+    def _similarity(self, queries: np.ndarray) -> Callable[[int, int], torch.Tensor]:
+        """``(start, stop) -> (K, stop - start)`` cosines of points ``start:stop`` with K unit queries."""
+        import torch
+
         if self.code is not None and self.decoder is not None:
             mean, components = self.decoder
-            # cos(decoded, q) = [scaled code, scale] · [components q, mean · q] (see export).
-            return self.code, np.vstack([components @ queries.T, mean @ queries.T]).astype(np.float32)
-        return self.features, queries.T.astype(np.float32)
+            # cos(decoded, q) = [components q, mean · q] · [scaled code, scale] (see export).
+            left = torch.from_numpy(np.hstack([queries @ components.T, queries @ mean[:, None]]).astype(np.float32))
+            code = torch.from_numpy(self.code)
+            return lambda start, stop: left @ code[:, start:stop]
+        right = torch.from_numpy(np.ascontiguousarray(queries.T, dtype=np.float32))
+        return lambda start, stop: (torch.from_numpy(self.features[start:stop]).float() @ right).T
 
     def relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
         """(N,) LERF relevancy of every point (see the module docstring)."""
@@ -159,19 +174,18 @@ class Field:
             raise InputError(f"query embedding: one vector expected, got {len(queries)}; pass negatives separately.")
         if negatives is not None:
             queries = np.vstack([queries, self._unit(negatives, "negatives")])
-        rows, matrix = self._operands(queries)
-        right = torch.from_numpy(np.ascontiguousarray(matrix))
-        out = np.empty(len(rows), dtype=np.float32)
+        similarity = self._similarity(queries)
+        out = np.empty(len(self), dtype=np.float32)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            for start in range(0, len(rows), CHUNK_ROWS):
-                sims = torch.from_numpy(np.asarray(rows[start:start + CHUNK_ROWS])).float() @ right
+            for start in range(0, len(out), CHUNK_ROWS):
+                sims = similarity(start, start + CHUNK_ROWS)
                 target = torch.from_numpy(out[start:start + CHUNK_ROWS])
                 if negatives is None:
-                    torch.add(sims[:, 0], 1.0, out=target).mul_(0.5)
+                    torch.add(sims[0], 1.0, out=target).mul_(0.5)
                 else:
-                    torch.sigmoid(TEMPERATURE * (sims[:, 0] - sims[:, 1:].amax(dim=1)), out=target)
+                    torch.sigmoid(TEMPERATURE * (sims[0] - sims[1:].amax(dim=0)), out=target)
         finally:
             torch.set_num_threads(threads)
         return out
@@ -203,14 +217,31 @@ class Field:
             return []
         if len(selected) == 0:
             selected = np.argsort(-relevancy, kind="stable")[:FALLBACK_POINTS]
-        weights = relevancy[selected].astype(np.float64)
-        scores = np.array([weights[self.visible(index, selected)].sum() for index in range(len(self.frames))])
-        scores /= max(weights.sum(), 1e-12)
+        weights = np.zeros(len(self), dtype=np.float32)
+        weights[selected] = relevancy[selected]
+        indices, offsets = self.visibility()
+        # Per-frame sums of the weights its visible points carry, as differences of one running sum.
+        running = np.concatenate([[0.0], np.cumsum(weights[indices], dtype=np.float64)])
+        scores = (running[offsets[1:]] - running[offsets[:-1]]) / max(float(weights.sum(dtype=np.float64)), 1e-12)
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [self.frame(int(i), float(scores[i])) for i in best]
 
-    def visible(self, index: int, subset: np.ndarray) -> np.ndarray:
-        """(len(subset),) bool: which of these points frame ``index`` sees (inside, in front, unoccluded)."""
+    def visibility(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, offsets)``: frame ``f`` sees points ``indices[offsets[f]:offsets[f + 1]]``.
+
+        Query-independent, so it is computed on first use (one z-buffer per frame over all points)
+        and kept: later queries only sum weights over it.
+        """
+        if self._visibility is None:
+            seen = [np.flatnonzero(self.visible(index)).astype(np.int32) for index in range(len(self.frames))]
+            offsets = np.zeros(len(seen) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(part) for part in seen])
+            self._visibility = (np.concatenate(seen) if seen else np.zeros(0, np.int32), offsets)
+        return self._visibility
+
+    def visible(self, index: int, subset: np.ndarray | None = None) -> np.ndarray:
+        """Bool mask over ``subset`` (default all points): which points frame ``index`` sees (inside, in
+        front, unoccluded)."""
         from find3d.query.render import project_points
 
         hit = self.frame(index)
@@ -221,8 +252,9 @@ class Field:
         cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
         zbuffer = np.full(rows * cols, np.inf)
         np.minimum.at(zbuffer, cell[inside], depth[inside])
-        sub = cell[subset]
-        return (sub >= 0) & (depth[subset] <= zbuffer[np.maximum(sub, 0)] * (1.0 + OCCLUSION_TOLERANCE))
+        if subset is not None:
+            cell, depth = cell[subset], depth[subset]
+        return (cell >= 0) & (depth <= zbuffer[np.maximum(cell, 0)] * (1.0 + OCCLUSION_TOLERANCE))
 
     def localize(self, embedding: Any, top_k: int = 3) -> list[FrameHit]:
         """The ``top_k`` frames whose image-level vector is closest (cosine) to a retrieval-space vector."""
