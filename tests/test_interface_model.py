@@ -269,3 +269,27 @@ def test_panoptic_merges_stuff_and_drops_low_scores() -> None:
     [(segments, info)] = FindInterface.panoptic({"logits": logits, "masks": masks}, ISTHING, (8, 8))
     assert [(s["category_id"], s["isthing"]) for s in info] == [(0, True), (2, False)]
     assert (segments[:4, :4] == 1).all() and (segments[4:] == 2).all() and (segments[:4, 4:] == 2).all()
+
+
+@pytest.mark.parametrize("reduce", ["avg", "max"])
+def test_pool_levels_equals_adaptive_pooling_of_the_input(reduce: str) -> None:
+    """Pooling level from level (read the input once) gives what pooling the input to each size gives."""
+    from find3d.interface.pixel_decoder import pool_levels
+
+    maps = torch.rand(2, 3, 96, 96)
+    sizes = [(12, 12), (48, 48), (24, 24), (96, 96), (10, 10)]  # unsorted, identity, non-dividing
+    adaptive = torch.nn.functional.adaptive_avg_pool2d if reduce == "avg" else torch.nn.functional.adaptive_max_pool2d
+    for size, pooled in zip(sizes, pool_levels(maps, sizes, reduce)):
+        torch.testing.assert_close(pooled, adaptive(maps, size), rtol=0, atol=1e-6)
+
+
+def test_memory_only_pixel_decoder_pass_matches_the_full_pass(model: FindModel) -> None:
+    """Visual references skip the stride-4 level: their memory equals the full pass's."""
+    images = collate([synthetic_sample(0)], CLASSES, SMALL.class_prompt).images
+    with torch.no_grad():
+        pyramid = model.vision(images)
+        full = model.interface.pixel_decoder(dict(pyramid))
+        memory_only = model.interface.pixel_decoder(dict(pyramid), mask_features=False)
+    assert memory_only.mask_features is None and full.mask_features is not None
+    for a, b in zip(full.memory, memory_only.memory):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

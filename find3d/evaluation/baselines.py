@@ -49,15 +49,16 @@ if TYPE_CHECKING:
 def _pooled_vision(model: FindModel, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """``(B, sum C)``: every frozen pyramid level mean-pooled under ``masks`` ``(B, H, W)``, concatenated."""
     import torch
-    import torch.nn.functional as F
+
+    from find3d.interface.pixel_decoder import pool_levels
 
     with torch.no_grad():
         pyramid = model.vision(images)
-        pooled = []
-        for level in pyramid.values():
-            # Max-pool the mask so a thin reference stroke still selects its cells.
-            cells = F.adaptive_max_pool2d(masks[:, None].float(), level.shape[-2:])
-            pooled.append((level * cells).sum((-2, -1)) / cells.sum((-2, -1)).clamp(min=1.0))
+        # Max-pool the mask so a thin reference stroke still selects its cells.
+        levels = list(pyramid.values())
+        cells = pool_levels(masks[:, None].float(), [level.shape[-2:] for level in levels], "max")
+        pooled = [(level * cell).sum((-2, -1)) / cell.sum((-2, -1)).clamp(min=1.0)
+                  for level, cell in zip(levels, cells)]
         return torch.cat(pooled, dim=1)
 
 
@@ -219,7 +220,7 @@ def _visual_entity_masks(loaded: LoadedInterface, sample: Sample, refs: Sequence
         pooled = pooled + interface.sampler.kind_embed(kind)[:, :, None]
         block = interface.sampler.build("interactive", 0, batch, pixels, None, {})
         block.tokens = pooled.flatten(1, 2) + interface.sampler.type_embed.weight[TYPE_INDEX["p.spatial"]]
-        logits = interface._run([block], [INTERACTIVE], pixels, full_masks=False)[-1].masks[:, : len(refs)]
+        logits = interface._run([block], [INTERACTIVE], pixels, every_step=False)[-1].masks[:, : len(refs)]
         probs = F.interpolate(logits, size=batch.images.shape[-2:], mode="bilinear", align_corners=False).sigmoid()
     return (probs[0] > 0.5).numpy()
 

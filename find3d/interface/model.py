@@ -28,7 +28,7 @@ from find3d.errors import InputError
 from find3d.interface.collate import FindBatch
 from find3d.interface.config import InterfaceConfig
 from find3d.interface.layers import InterfaceLayer
-from find3d.interface.pixel_decoder import PixelDecoder, PixelFeatures
+from find3d.interface.pixel_decoder import PixelDecoder, PixelFeatures, pool_levels
 from find3d.interface.sampler import Block, EmbeddingSampler
 from find3d.interface.spec import (
     GENERIC,
@@ -56,7 +56,7 @@ TEXT_KINDS = {"class": ("q.class", "p.class", GENERIC), "phrase": ("q.text", "p.
 class Step:
     """Head outputs after one layer (or before the first) for every query of the joint sequence."""
 
-    semantic: torch.Tensor  # (B, Q, P) L2-normalised
+    semantic: torch.Tensor | None  # (B, Q, P) L2-normalised; None at steps nobody reads (inference)
     masks: torch.Tensor | None  # (B, Q_pixel, H/4, W/4) logits of the pixel queries, in sequence order
 
 
@@ -100,11 +100,12 @@ class FindInterface(nn.Module):
 
     # --- the joint pass -----------------------------------------------------------------------
     def _run(self, blocks: list[Block], specs: list[TaskSpec], pixels: PixelFeatures | None,
-             full_masks: bool) -> list[Step]:
+             every_step: bool) -> list[Step]:
         """Run the layers over the concatenated blocks; one ``Step`` per layer plus the initial one.
 
-        ``full_masks``: compute stride-4 masks at every step (deep supervision); otherwise only at the
-        last step. Intermediate attention masks are predicted at the attended level's resolution.
+        ``every_step``: head outputs (semantic vectors, stride-4 masks) at every step (deep
+        supervision); otherwise only at the last step. Intermediate attention masks are predicted at
+        the attended level's resolution either way.
         """
         tokens = torch.cat([b.tokens for b in blocks], dim=1)
         queries = torch.cat([b.queries for b in blocks], dim=1)
@@ -125,15 +126,17 @@ class FindInterface(nn.Module):
             memory = [m.flatten(2).transpose(1, 2) for m in pixels.memory]
             positions = pixels.positions
             mask_features = pixels.mask_features
-            level_features = [_pool_to(mask_features, m.shape[-2:]) for m in pixels.memory]
+            # Mask logits at a level = pixel queries . mask features pooled to it (pooling is linear).
+            level_features = (pool_levels(mask_features, [m.shape[-2:] for m in pixels.memory])
+                              if len(pixel_rows) else [None] * len(memory))
         steps: list[Step] = []
         for index in range(len(self.layers) + 1):
             last = index == len(self.layers)
             normed = self.final_norm(queries)
-            semantic = F.normalize(self.semantic_proj(normed), dim=-1)
+            semantic = F.normalize(self.semantic_proj(normed), dim=-1) if every_step or last else None
             pixel = self.pixel_proj(normed[:, pixel_rows]) if mask_features is not None and len(pixel_rows) else None
             masks = None
-            if pixel is not None and (full_masks or last):
+            if pixel is not None and (every_step or last):
                 masks = torch.einsum("bqc,bchw->bqhw", pixel, mask_features)
             steps.append(Step(semantic, masks))
             if last:
@@ -170,11 +173,11 @@ class FindInterface(nn.Module):
             if ref_pyramid is None:
                 raise InputError("the batch has visual references: pass ref_pyramid (vision features of "
                                  "batch.ref_images) or collate with vision=...")
-            references = self.pixel_decoder(dict(ref_pyramid))
+            references = self.pixel_decoder(dict(ref_pyramid), mask_features=False)
         projected = self.sampler.project_texts(texts, batch.strings())
         blocks = [self.sampler.build(t, i, batch, pixels, references, projected) for i, t in enumerate(tasks)]
         specs = [TASKS[t] for t in tasks]
-        steps = self._run(blocks, specs, pixels, full_masks=with_aux)
+        steps = self._run(blocks, specs, pixels, every_step=with_aux)
         classes: list[torch.Tensor | None] = [None] * len(steps)
         if "generic" in tasks:
             cached = not (self.training or with_aux or torch.is_grad_enabled())
@@ -201,7 +204,8 @@ class FindInterface(nn.Module):
         if cached and key in self._class_cache:
             return [None] * len(self.layers) + [self._class_cache[key]]
         block = self.sampler.text_block(class_texts, projected, "q.class", "p.class")
-        steps = [step.semantic[0] for step in self._run([block], [GENERIC], None, full_masks=False)]
+        steps = [None if step.semantic is None else step.semantic[0]
+                 for step in self._run([block], [GENERIC], None, every_step=not cached)]
         if cached:
             self._class_cache[key] = steps[-1]
         return steps
@@ -241,7 +245,7 @@ class FindInterface(nn.Module):
         query, prompt, spec = TEXT_KINDS[kind]
         projected = self.sampler.project_texts(texts, list(dict.fromkeys(strings)))
         block = self.sampler.text_block(strings, projected, query, prompt)
-        return self._run([block], [spec], None, full_masks=False)[-1].semantic[0]
+        return self._run([block], [spec], None, every_step=False)[-1].semantic[0]
 
     # --- inference helpers --------------------------------------------------------------------
     @staticmethod
@@ -291,14 +295,6 @@ class FindInterface(nn.Module):
             results.append(_merge_segments(scores[keep], labels[keep], image_masks[keep], isthing,
                                            overlap_threshold))
         return results
-
-
-def _pool_to(features: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    """Average-pool ``(B, C, H, W)`` to ``size`` (plain pooling when it divides evenly: much faster on CPU)."""
-    height, width = features.shape[-2:]
-    if height % size[0] == 0 and width % size[1] == 0 and height // size[0] == width // size[1]:
-        return F.avg_pool2d(features, height // size[0])
-    return F.adaptive_avg_pool2d(features, size)
 
 
 def _merge_segments(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, isthing: Sequence[bool],

@@ -10,7 +10,9 @@ convs keeps this stage a small fraction of the encoder's cost on CPU and needs n
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +28,7 @@ MASK_STRIDE = 4
 class PixelFeatures:
     """Pixel-decoder outputs for a batch of images."""
 
-    mask_features: torch.Tensor  # (B, C, H/4, W/4)
+    mask_features: torch.Tensor | None  # (B, C, H/4, W/4); None when only the memory was asked for
     memory: list[torch.Tensor]  # per attended level: (B, C, h, w)
     positions: list[torch.Tensor]  # per attended level: (h*w, hidden) sine position + level embedding
 
@@ -41,6 +43,7 @@ def _separable(dim: int) -> nn.Sequential:
     )
 
 
+@functools.lru_cache(maxsize=32)  # one entry per (level size, device): the same every forward
 def sine_positions(height: int, width: int, dim: int, device: torch.device) -> torch.Tensor:
     """``(height*width, dim)`` 2D sine positional encoding (DETR-style, normalised coordinates)."""
     quarter = dim // 4
@@ -53,6 +56,26 @@ def sine_positions(height: int, width: int, dim: int, device: torch.device) -> t
     grid_x = torch.cat([x.sin(), x.cos()], -1)[None].expand(height, width, 2 * quarter)
     pos = torch.cat([grid_y, grid_x], -1).reshape(height * width, 4 * quarter)
     return F.pad(pos, (0, dim - 4 * quarter))
+
+
+def pool_levels(maps: torch.Tensor, sizes: Sequence[tuple[int, int]], reduce: str = "avg") -> list[torch.Tensor]:
+    """``maps`` ``(B, C, H, W)`` average- or max-pooled to each of ``sizes``.
+
+    Finest level first, each from the previous one when the factor is whole (an average of
+    averages, or a max of maxes, over aligned blocks is exact): the full-resolution input is read
+    once rather than once per level. Other sizes fall back to adaptive pooling of the input.
+    """
+    exact, adaptive = (F.avg_pool2d, F.adaptive_avg_pool2d) if reduce == "avg" else (F.max_pool2d,
+                                                                                      F.adaptive_max_pool2d)
+    pooled: dict[tuple[int, int], torch.Tensor] = {}
+    source = maps
+    for size in sorted({tuple(s) for s in sizes}, key=lambda s: -s[0] * s[1]):
+        height, width = source.shape[-2:]
+        if height % size[0] == 0 and width % size[1] == 0 and height // size[0] == width // size[1]:
+            source = pooled[size] = source if height == size[0] else exact(source, height // size[0])
+        else:
+            pooled[size] = adaptive(maps, size)
+    return [pooled[tuple(s)] for s in sizes]
 
 
 class PixelDecoder(nn.Module):
@@ -81,10 +104,13 @@ class PixelDecoder(nn.Module):
         self.level_embed = nn.Parameter(torch.zeros(len(memory_strides), hidden_dim))
         self.hidden_dim = hidden_dim
 
-    def forward(self, pyramid: dict[int, torch.Tensor]) -> PixelFeatures:
+    def forward(self, pyramid: dict[int, torch.Tensor], mask_features: bool = True) -> PixelFeatures:
+        """``mask_features=False`` stops the top-down pass at the finest memory level (visual references
+        only need the memory), skipping the costliest, stride-4 level."""
         maps: dict[int, torch.Tensor] = {}
         top: torch.Tensor | None = None
-        for stride in reversed(self.strides):
+        finest = MASK_STRIDE if mask_features else min(self.memory_strides)
+        for stride in reversed([s for s in self.strides if s >= finest]):
             lateral = self.lateral[str(stride)](pyramid[stride])
             if top is not None:
                 lateral = lateral + F.interpolate(top, size=lateral.shape[-2:], mode="nearest")
@@ -96,4 +122,4 @@ class PixelDecoder(nn.Module):
             pos = sine_positions(height, width, self.hidden_dim, maps[stride].device) + self.level_embed[level]
             memory.append(maps[stride])
             positions.append(pos)
-        return PixelFeatures(maps[MASK_STRIDE], memory, positions)
+        return PixelFeatures(maps.get(MASK_STRIDE) if mask_features else None, memory, positions)

@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from find3d.interface.collate import SPATIAL_KINDS, FindBatch, Piece
 from find3d.interface.config import InterfaceConfig
-from find3d.interface.pixel_decoder import PixelFeatures
+from find3d.interface.pixel_decoder import PixelFeatures, pool_levels
 from find3d.interface.spec import QUERY_POOL, TYPE_INDEX, TYPES, Elements
 
 #: (vectors (n, D), entity, part) of one stretch of prompt tokens
@@ -44,9 +43,10 @@ def pool_under_masks(memory: list[torch.Tensor], masks: torch.Tensor) -> torch.T
 
     Masks are max-pooled to each level so that a single clicked pixel still selects its cell.
     """
+    if not masks.numel():
+        return memory[0].new_zeros(*masks.shape[:2], len(memory), memory[0].shape[1])
     pooled = []
-    for level in memory:
-        cells = F.adaptive_max_pool2d(masks.float(), level.shape[-2:]) if masks.numel() else masks.float()
+    for level, cells in zip(memory, pool_levels(masks.float(), [m.shape[-2:] for m in memory], "max")):
         total = torch.einsum("bnhw,bdhw->bnd", cells, level)
         pooled.append(total / cells.sum((-2, -1))[..., None].clamp(min=1.0))
     return torch.stack(pooled, dim=2)
