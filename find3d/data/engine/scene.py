@@ -158,11 +158,17 @@ def _free_spot(rng: np.random.Generator, radius: float, placed: list[PlacedObjec
 
 
 def camera_facing_wall(rng: np.random.Generator, spec: SceneSpec) -> Camera:
-    """A random viewpoint on the side opposite the wall, so the wall fills the background."""
+    """A close random viewpoint on an object, from the side opposite the wall (which fills the background).
+
+    Close like a robot's wrist or head camera: objects span ~25-80 px of a 256 px image rather than
+    10-30 px, so they cover enough stride-4 mask cells to be segmented; objects far from the aimed
+    one may leave the frame, as in real photos.
+    """
     azimuth = spec.wall_angle + math.pi + float(rng.uniform(-0.7, 0.7))
     elevation = float(rng.uniform(math.radians(25), math.radians(55)))
-    distance = float(rng.uniform(0.8, 1.2))
-    target = (float(rng.uniform(-0.15, 0.15)), float(rng.uniform(-0.1, 0.1)), TABLE_TOP_Z)
+    distance = float(rng.uniform(0.5, 0.8))
+    aim = spec.objects[int(rng.integers(len(spec.objects)))].xy if spec.objects else (0.0, 0.0)
+    target = (aim[0] + float(rng.uniform(-0.1, 0.1)), aim[1] + float(rng.uniform(-0.1, 0.1)), TABLE_TOP_Z)
     return orbit_camera(target, azimuth, elevation, distance, float(rng.uniform(45, 60)))
 
 
