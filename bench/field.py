@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="FIND interface checkpoint")
     parser.add_argument("--views", type=int, default=20)
     parser.add_argument("--size", type=int, default=96)
-    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--export-points", type=int, default=50_000)
     args = parser.parse_args()
     if not args.checkpoint.exists():
