@@ -9,7 +9,8 @@ interface), the SEEM-style protocol for interleave grounding (same checkpoint), 
 Writes bench/results/2d.md, bar plots and qualitative PNGs next to it.
 
     python bench/eval_2d.py --checkpoint RUN_OR_PT --data DIR [--split val] [--max-images N]
-                            [--joint-steps 300] [--joint-override key=value ...]
+                            [--object-threshold P] [--overlap-threshold P] [--joint-steps 300]
+                            [--joint-override key=value ...]
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--baseline-steps", type=int, default=300, help="InfoNCE steps of the ensemble projections")
     parser.add_argument("--joint-steps", type=int, default=300, help="training steps per variant (0: skip)")
     parser.add_argument("--joint-override", action="append", default=[], help="extra key=value for the variants")
+    parser.add_argument("--object-threshold", type=float, help="panoptic class threshold (default: the checkpoint's)")
+    parser.add_argument("--overlap-threshold", type=float, help="panoptic overlap threshold (default: checkpoint)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--note", default="", help="how the checkpoint and data were made (written to 2d.md)")
     args = parser.parse_args()
@@ -104,7 +107,7 @@ def main() -> None:
     started = time.perf_counter()
     loaded = load(args.checkpoint)
     find = evaluate(loaded, args.data, split=args.split, max_images=args.max_images, out=RESULTS / "eval_2d",
-                    figures=2)
+                    figures=2, object_threshold=args.object_threshold, overlap_threshold=args.overlap_threshold)
     find_s = time.perf_counter() - started
     measured = {}
     if "interleave_retrieval" in find.results:
@@ -131,7 +134,9 @@ def write_results(args: argparse.Namespace, find: EvalReport, measured: dict[str
              f"Checkpoint `{args.checkpoint}` (step {find.meta.get('step')}), data `{args.data}` split "
              f"`{args.split}`, {find.meta['images']} images. FIND evaluation {find_s:.0f} s, whole benchmark "
              f"{total_s:.0f} s on {platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{torch.get_num_threads()} torch thread(s).", *(["", f"Setup: {args.note}"] if args.note else []), "",
+             f"{torch.get_num_threads()} torch thread(s). Panoptic thresholds (object, overlap): "
+             f"{tuple(find.meta['panoptic_thresholds'].values())}.",
+             *(["", f"Setup: {args.note}"] if args.note else []), "",
              "## FIND vs baselines (same run, same data)", "", *comparison_table(find, measured), ""]
     for task in measured:
         name = f"2d_{task}.png"

@@ -68,6 +68,18 @@ def test_cli_prints_the_table(tiny_checkpoint, tiny_dataset, tmp_path, capsys):
     assert (tmp_path / "eval.json").is_file()
 
 
+def test_panoptic_thresholds_reach_the_predictor(loaded, tiny_dataset):
+    # No class probability exceeds 1: every query is dropped, so no segment can be matched.
+    report = evaluate(loaded, tiny_dataset, tasks=["generic"], figures=0, object_threshold=1.0)
+    assert report.results["generic"]["PQ"] == 0.0
+    assert report.meta["panoptic_thresholds"] == {"object": 1.0,
+                                                  "overlap": loaded.config.interface.overlap_threshold}
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--checkpoint", "c.pt", "--data", "d", "--object-threshold", "1.5"])
+
+
 class Oracle:
     """Answers every task with the ground truth, through the same ``Predictor`` interface as the model."""
 

@@ -266,7 +266,7 @@ def test_panoptic_merges_stuff_and_drops_low_scores() -> None:
     logits = torch.full((1, 4, 4), -10.0)
     logits[0, 0, 0] = logits[0, 1, 2] = logits[0, 2, 2] = 10.0
     logits[0, 3] = 0.0
-    [(segments, info)] = FindInterface.panoptic({"logits": logits, "masks": masks}, ISTHING, (8, 8))
+    [(segments, info)] = FindInterface.panoptic({"logits": logits, "masks": masks}, ISTHING, (8, 8), 0.8, 0.8)
     assert [(s["category_id"], s["isthing"]) for s in info] == [(0, True), (2, False)]
     assert (segments[:4, :4] == 1).all() and (segments[4:] == 2).all() and (segments[:4, 4:] == 2).all()
 
@@ -293,3 +293,4 @@ def test_memory_only_pixel_decoder_pass_matches_the_full_pass(model: FindModel) 
     assert memory_only.mask_features is None and full.mask_features is not None
     for a, b in zip(full.memory, memory_only.memory):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+

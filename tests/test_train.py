@@ -61,6 +61,18 @@ def test_unknown_task_is_a_config_error(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
+def test_checkpoint_carries_inference_thresholds_which_a_resume_may_change(tiny_dataset, tmp_path):
+    from find3d.interface.api import load_interface
+
+    run = train_interface(tiny_config(tiny_dataset, tmp_path, "max_steps=1", "interface.object_threshold=0.35"))
+    assert load_interface(run / "checkpoints" / "last.pt").config.interface.object_threshold == 0.35
+    resumed = build_run(tiny_config(tiny_dataset, tmp_path, "max_steps=1", "interface.object_threshold=0.3",
+                                    "torch_threads=2"), resume=True)
+    assert resumed.start_step == 1
+    with pytest.raises(ConfigError, match="different config"):
+        build_run(tiny_config(tiny_dataset, tmp_path, "max_steps=1", "interface.num_layers=3"), resume=True)
+
+
 def test_resume_after_kill_reproduces_the_uninterrupted_curve(tiny_dataset, tmp_path):
     steps = ["max_steps=24", "checkpoint_every=2", "keep_checkpoints=50"]
     reference = train_interface(tiny_config(tiny_dataset, tmp_path / "uninterrupted", *steps))

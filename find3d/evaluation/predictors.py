@@ -87,10 +87,15 @@ class ModelPredictor:
     need not be the vocabulary the model was trained on.
     """
 
-    def __init__(self, loaded: LoadedInterface, isthing: Sequence[bool]) -> None:
+    def __init__(self, loaded: LoadedInterface, isthing: Sequence[bool], object_threshold: float | None = None,
+                 overlap_threshold: float | None = None) -> None:
         self.model = loaded.model.eval()
         self.isthing = [bool(t) for t in isthing]
         self.config = loaded.config
+        # Panoptic thresholds: the checkpoint's config unless overridden (``find3d eval --object-threshold``).
+        interface = loaded.config.interface
+        self.thresholds = (interface.object_threshold if object_threshold is None else object_threshold,
+                           interface.overlap_threshold if overlap_threshold is None else overlap_threshold)
         self.device = next(self.model.interface.parameters()).device
         self._pyramid: tuple[str, dict[int, torch.Tensor]] | None = None  # interactive rounds reuse one image
 
@@ -121,7 +126,7 @@ class ModelPredictor:
         batch = self._batch(samples, class_texts)
         output = self._run(batch, "generic")
         size = tuple(batch.images.shape[-2:])
-        panoptic = FindInterface.panoptic(output, self.isthing, size)
+        panoptic = FindInterface.panoptic(output, self.isthing, size, *self.thresholds)
         probs = output["logits"].softmax(-1)[..., :-1]
         masks = self._masks(output, batch)
         out = []

@@ -293,12 +293,14 @@ def evaluate(checkpoint_or_loaded: str | os.PathLike | LoadedInterface | None, d
              split: str = "val", tasks: Sequence[str] | None = None, out: str | os.PathLike | None = None,
              max_images: int | None = None, batch_size: int = 4, max_clicks: int = 20, figures: int = 4,
              descriptions: str | os.PathLike | None = None, predictor: Predictor | None = None,
-             image_size: int | None = None, device: str = "cpu") -> EvalReport:
+             image_size: int | None = None, device: str = "cpu", object_threshold: float | None = None,
+             overlap_threshold: float | None = None) -> EvalReport:
     """Evaluate a checkpoint (path, run folder or ``LoadedInterface``) on ``data``/``split``.
 
     ``predictor`` replaces the model (then ``checkpoint_or_loaded`` may be ``None`` and
     ``image_size`` must be given): the same plumbing scores any predictor. Writes ``eval.json`` and
-    PNGs under ``out`` when given.
+    PNGs under ``out`` when given. ``object_threshold`` / ``overlap_threshold`` override the
+    checkpoint's panoptic inference thresholds.
     """
     options = EvalOptions(tuple(tasks) if tasks else None, split, Path(out) if out else None, max_images,
                           batch_size, max_clicks, figures, Path(descriptions) if descriptions else None)
@@ -320,7 +322,8 @@ def evaluate(checkpoint_or_loaded: str | os.PathLike | LoadedInterface | None, d
         eval_max_size = None
     dataset = eval_dataset(data, split, image_size, eval_max_size)
     if predictor is None:
-        predictor = ModelPredictor(loaded, dataset.isthing)
+        predictor = ModelPredictor(loaded, dataset.isthing, object_threshold, overlap_threshold)
+        meta["panoptic_thresholds"] = {"object": predictor.thresholds[0], "overlap": predictor.thresholds[1]}
     return run_evaluation(predictor, dataset, options, meta)
 
 
@@ -457,12 +460,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--descriptions", type=Path,
                         help="JSON {class name: description} for the class-description run (default: catalogue).")
     parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
+    parser.add_argument("--object-threshold", type=_probability, metavar="P",
+                        help="Panoptic: least class probability of a kept segment (default: the checkpoint's "
+                             "interface.object_threshold).")
+    parser.add_argument("--overlap-threshold", type=_probability, metavar="P",
+                        help="Panoptic: share of its mask a segment must keep (default: the checkpoint's "
+                             "interface.overlap_threshold).")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability; give a number in [0, 1], e.g. 0.5")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     report = evaluate(args.checkpoint, args.data, split=args.split, tasks=args.tasks, out=args.out,
                       max_images=args.max_images, batch_size=args.batch_size, max_clicks=args.max_clicks,
-                      figures=args.figures, descriptions=args.descriptions, device=args.device)
+                      figures=args.figures, descriptions=args.descriptions, device=args.device,
+                      object_threshold=args.object_threshold, overlap_threshold=args.overlap_threshold)
     print(report.to_markdown())
     if report.meta["skipped"]:
         print(f"\nskipped (no annotations / descriptions in this split): {', '.join(report.meta['skipped'])}")

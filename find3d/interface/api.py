@@ -332,11 +332,14 @@ class Interface:
 
     # --- generic segmentation -----------------------------------------------------------------
     def segment(self, image: Any, classes: Sequence[str] | None = None, isthing: Sequence[bool] | None = None,
-                threshold: float = 0.8, probabilities: bool = False) -> PanopticResult:
+                threshold: float | None = None, probabilities: bool = False) -> PanopticResult:
         """Panoptic segmentation over ``classes`` (open vocabulary: any names or descriptions; default:
-        the trained vocabulary). ``threshold``: least class score of a kept segment; ``probabilities``:
-        also return per-pixel class probabilities (Mask2Former semantic inference, normalised)."""
+        the trained vocabulary). ``threshold``: least class score of a kept segment (default: the
+        checkpoint's ``interface.object_threshold``); ``probabilities``: also return per-pixel class
+        probabilities (Mask2Former semantic inference, normalised)."""
         names, things = self._vocabulary(classes, isthing)
+        inference = self.loaded.config.interface
+        threshold = inference.object_threshold if threshold is None else threshold
         prepared = self._prepare(image)
         out = self._run([Sample("query", prepared.canvas)], ["generic"], names)["generic"]
         class_probs = out["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
@@ -346,7 +349,8 @@ class Interface:
             # only the kept queries are resampled: full-resolution masks of all queries are the memory peak
             masks = _resample(out["masks"][:, keep], prepared.geometry, prepared.size, prepared.size)
             kept = {"logits": out["logits"][:, keep], "masks": masks}
-            [(merged, info)] = FindInterface.panoptic(kept, things, prepared.size, object_threshold=threshold)
+            [(merged, info)] = FindInterface.panoptic(kept, things, prepared.size, threshold,
+                                                      inference.overlap_threshold)
             ids = merged.cpu().numpy().astype(np.int32)
             segments = [{"id": s["id"], "category": s["category_id"], "class_name": names[s["category_id"]],
                          "isthing": s["isthing"], "score": s["score"]} for s in info]

@@ -52,3 +52,10 @@ class InterfaceConfig:
     importance_ratio: float = doc("Share of kept points chosen among the most uncertain candidates.", 0.75)
     temperature: float = doc("Initial temperature of the learnable contrastive / class logit scale.", 0.07)
     deep_supervision: bool = doc("Add the losses of every layer's (auxiliary) predictions.", True)
+    # --- inference (not architecture: may change when a run is resumed) -----------------------
+    object_threshold: float = doc(
+        "Panoptic inference: least best-class probability for a query to become a segment (Mask2Former: 0.8). "
+        "It reflects how calibrated the trained classifier is, so tune it per schedule.", 0.8)
+    overlap_threshold: float = doc(
+        "Panoptic inference: share of its own mask a query must keep after pixels go to the most confident "
+        "query (Mask2Former: 0.8).", 0.8)

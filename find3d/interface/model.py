@@ -278,7 +278,7 @@ class FindInterface(nn.Module):
 
     @staticmethod
     def panoptic(generic: Mapping[str, Any], isthing: Sequence[bool], size: tuple[int, int],
-                 object_threshold: float = 0.8, overlap_threshold: float = 0.8
+                 object_threshold: float, overlap_threshold: float
                  ) -> list[tuple[torch.Tensor, list[dict[str, Any]]]]:
         """Mask2Former panoptic inference per image: ``(segment ids (H, W) long, segments_info)``.
 

@@ -39,6 +39,10 @@ from find3d.train.curves import plot_loss_curves
 from find3d.train.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown
 from find3d.train.schedule import batch_indices, epoch_of, step_seed, warmup_cosine
 
+#: config fields a resumed run may change: they do not affect what is trained
+RESUMABLE_CHANGES = frozenset({"num_workers", "device", "torch_threads", "checkpoint_every", "log_every",
+                               "feature_cache", "object_threshold", "overlap_threshold"})
+
 
 class StepBatches(IterableDataset):
     """Yields the collated batch of every step from ``start`` to ``stop`` (runs in a loader worker)."""
@@ -104,7 +108,7 @@ def _restore(config: TrainInterfaceConfig, interface: torch.nn.Module, optimizer
     if not list_checkpoints(config.output_dir):
         return 0  # --resume on a fresh folder simply starts
     state = load_checkpoint(config.output_dir)
-    if state["config"] != _comparable(config):
+    if _comparable(state["config"]) != _comparable(to_dict(config)):
         raise ConfigError(
             f"{config.output_dir}: --resume with a different config than the checkpoint's; "
             "use the same config and overrides, or a new output_dir")
@@ -114,11 +118,10 @@ def _restore(config: TrainInterfaceConfig, interface: torch.nn.Module, optimizer
     return int(state["step"])
 
 
-def _comparable(config: TrainInterfaceConfig) -> dict[str, Any]:
-    """The config as stored in checkpoints, minus fields that may change on resume."""
-    data = to_dict(config)
-    for key in ("num_workers", "device", "torch_threads", "checkpoint_every", "log_every", "feature_cache"):
-        data.pop(key)
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config minus the fields that may change on resume (machine, logging, inference)."""
+    data = {key: value for key, value in config.items() if key not in RESUMABLE_CHANGES}
+    data["interface"] = {k: v for k, v in config["interface"].items() if k not in RESUMABLE_CHANGES}
     return data
 
 
@@ -191,7 +194,7 @@ def _checkpoint(run: Run, step: int) -> None:
         "model": run.model.interface.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "config": _comparable(run.config),
+        "config": to_dict(run.config),
         "class_names": run.dataset.class_names,
         "isthing": run.dataset.isthing,
         "encoders": {"vision": vision.name, "language": language.name, "language_layer": language.layer},
