@@ -1,6 +1,6 @@
 """Cost of the FIND interface per task, as a fraction of the frozen vision encoder's forward pass.
 
-Run: ``.venv/bin/python bench/interface.py [--threads 1]`` (about 2 minutes on 2 CPU cores). Prints a
+Run: ``.venv/bin/python bench/interface.py [--threads 1]`` (under a minute on 2 CPU cores). Prints a
 markdown table and writes it to ``bench/results/interface.md``.
 
 Model: the default CPU config (``configs/interface/cpu.yaml``: EfficientNet-Lite0 + MiniLM-L6, the
@@ -32,7 +32,7 @@ import numpy as np
 from memory import peak_extra_mib
 
 SIZES = (384, 512)
-REPEATS = 7
+REPEATS = 25
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "interface" / "cpu.yaml"
 RESULTS = Path(__file__).resolve().parent / "results" / "interface.md"
 TASKS = ("generic", "grounding", "retrieval", "interactive", "interleave_grounding", "interleave_retrieval")

@@ -277,10 +277,11 @@ def test_pool_levels_equals_adaptive_pooling_of_the_input(reduce: str) -> None:
     from find3d.interface.pixel_decoder import pool_levels
 
     maps = torch.rand(2, 3, 96, 96)
-    sizes = [(12, 12), (48, 48), (24, 24), (96, 96), (10, 10)]  # unsorted, identity, non-dividing
     adaptive = torch.nn.functional.adaptive_avg_pool2d if reduce == "avg" else torch.nn.functional.adaptive_max_pool2d
-    for size, pooled in zip(sizes, pool_levels(maps, sizes, reduce)):
-        torch.testing.assert_close(pooled, adaptive(maps, size), rtol=0, atol=1e-6)
+    # unsorted, identity, non-dividing; then a factor 3 (no halving) followed by a factor 4 (two halvings)
+    for sizes in ([(12, 12), (48, 48), (24, 24), (96, 96), (10, 10)], [(8, 8), (32, 32)]):
+        for size, pooled in zip(sizes, pool_levels(maps, sizes, reduce)):
+            torch.testing.assert_close(pooled, adaptive(maps, size), rtol=0, atol=1e-6)
 
 
 def test_memory_only_pixel_decoder_pass_matches_the_full_pass(model: FindModel) -> None:

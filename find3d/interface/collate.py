@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from find3d.data.samples import InterleaveEntry, Sample, SpatialKind, VisualRef
 from find3d.encoders.base import VisionEncoder
 from find3d.errors import DataError
+from find3d.interface.spec import TASKS
 
 SPATIAL_KINDS: tuple[SpatialKind, ...] = ("point", "box", "scribble", "polygon", "circle", "mask")
 
@@ -71,15 +72,20 @@ class FindBatch:
         }
         return tuple(name for name, on in present.items() if on)
 
-    def strings(self) -> list[str]:
-        """Every string the language encoder must embed for this batch (deduplicated, ordered)."""
-        # class names always: inference batches carry no annotations but still run the generic task
-        out: dict[str, None] = dict.fromkeys(self.class_texts)
-        for phrases in self.phrases:
-            out.update(dict.fromkeys(phrases))
-        out.update(dict.fromkeys(c for c in self.captions if c is not None))
-        for pieces in self.interleave:
-            out.update(dict.fromkeys(p for p, _ in pieces if isinstance(p, str)))
+    def strings(self, tasks: Sequence[str] | None = None) -> list[str]:
+        """Every string the language encoder must embed for ``tasks`` (default: all) of this batch
+        (deduplicated, ordered)."""
+        wanted = set(TASKS if tasks is None else tasks)
+        # class names whenever generic runs: inference batches carry no annotations but still run it
+        out: dict[str, None] = dict.fromkeys(self.class_texts if "generic" in wanted else ())
+        if "grounding" in wanted:
+            for phrases in self.phrases:
+                out.update(dict.fromkeys(phrases))
+        if "retrieval" in wanted:
+            out.update(dict.fromkeys(c for c in self.captions if c is not None))
+        if wanted & {"interleave_grounding", "interleave_retrieval"}:
+            for pieces in self.interleave:
+                out.update(dict.fromkeys(p for p, _ in pieces if isinstance(p, str)))
         return list(out)
 
     def to(self, device: torch.device | str) -> FindBatch:

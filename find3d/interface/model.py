@@ -158,7 +158,7 @@ class FindInterface(nn.Module):
         the same outputs after every earlier layer (and before the first), for deep supervision.
 
         ``pyramid``: frozen vision features of ``batch.images``; ``texts``: frozen language tokens
-        ``(T_i, language_dim)`` of every string in ``batch.strings()``; ``ref_pyramid``: features of
+        ``(T_i, language_dim)`` of every string in ``batch.strings(tasks)``; ``ref_pyramid``: features of
         ``batch.ref_images`` (defaults to ``batch.ref_pyramid``); ``tasks``: subset of ``batch.tasks``.
         """
         tasks = tuple(tasks if tasks is not None else batch.tasks)
@@ -174,13 +174,16 @@ class FindInterface(nn.Module):
                 raise InputError("the batch has visual references: pass ref_pyramid (vision features of "
                                  "batch.ref_images) or collate with vision=...")
             references = self.pixel_decoder(dict(ref_pyramid), mask_features=False)
-        projected = self.sampler.project_texts(texts, batch.strings())
+        # Inference reuses the vocabulary's class embeddings: its class names need no projection then.
+        cached = not (self.training or with_aux or torch.is_grad_enabled())
+        classes_known = cached and tuple(batch.class_texts) in self._class_cache
+        projected = self.sampler.project_texts(
+            texts, batch.strings([t for t in tasks if t != "generic" or not classes_known]))
         blocks = [self.sampler.build(t, i, batch, pixels, references, projected) for i, t in enumerate(tasks)]
         specs = [TASKS[t] for t in tasks]
         steps = self._run(blocks, specs, pixels, every_step=with_aux)
         classes: list[torch.Tensor | None] = [None] * len(steps)
         if "generic" in tasks:
-            cached = not (self.training or with_aux or torch.is_grad_enabled())
             classes = self._class_embeddings(batch.class_texts, projected, cached=cached)
         query_ids = Elements.cat([b.query_ids for b in blocks])
         rank = mask_restricted(specs, query_ids).long().cumsum(0) - 1

