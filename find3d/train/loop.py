@@ -39,9 +39,10 @@ from find3d.train.curves import plot_loss_curves
 from find3d.train.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown
 from find3d.train.schedule import batch_indices, epoch_of, step_seed, warmup_cosine
 
-#: config fields a resumed run may change: they do not affect what is trained
-RESUMABLE_CHANGES = frozenset({"num_workers", "device", "torch_threads", "checkpoint_every", "log_every",
-                               "feature_cache", "object_threshold", "overlap_threshold"})
+#: fields a resumed run may change, as they do not affect what is trained: top-level (machine, logging)
+#: and ``interface.*`` (inference only)
+RESUMABLE = frozenset({"num_workers", "device", "torch_threads", "checkpoint_every", "log_every", "feature_cache"})
+RESUMABLE_INTERFACE = frozenset({"object_threshold", "overlap_threshold"})
 
 
 class StepBatches(IterableDataset):
@@ -120,8 +121,8 @@ def _restore(config: TrainInterfaceConfig, interface: torch.nn.Module, optimizer
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config minus the fields that may change on resume (machine, logging, inference)."""
-    data = {key: value for key, value in config.items() if key not in RESUMABLE_CHANGES}
-    data["interface"] = {k: v for k, v in config["interface"].items() if k not in RESUMABLE_CHANGES}
+    data = {key: value for key, value in config.items() if key not in RESUMABLE}
+    data["interface"] = {k: v for k, v in config["interface"].items() if k not in RESUMABLE_INTERFACE}
     return data
 
 
