@@ -130,7 +130,8 @@ def test_losses_finite_and_gradients_reach_only_the_interface(model: FindModel) 
     losses = FindCriterion(SMALL)(outputs, batch)
     for task in TASKS:
         assert any(name.startswith(task + ".") for name in losses), task
-    assert {"grounding.match", "interactive.match", "generic.class.aux0"} <= set(losses)
+    assert {"grounding.match", "interactive.match", "interleave_grounding.match", "generic.class.aux0",
+            "interleave_grounding.match.aux0"} <= set(losses)
     assert torch.isfinite(losses["loss"])
     model.interface.zero_grad()
     losses["loss"].backward()
@@ -143,6 +144,29 @@ def test_losses_finite_and_gradients_reach_only_the_interface(model: FindModel) 
                  "layers.0.content.q.weight", "semantic_proj.weight", "no_object", "logit_scale"):
         grad = model.interface.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_entity_items_are_their_prompt_tokens_averaged(model: FindModel) -> None:
+    """The interleave matching loss reads each entity's final prompt tokens averaged per part, in training
+    only; a padded (missing) entity gives a zero vector and stays out of the loss."""
+    from find3d.interface.model import _part_means
+    from find3d.interface.spec import Elements
+
+    tokens = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 0.0], [5.0, 5.0]]])
+    ids = Elements(types=torch.zeros(4, dtype=torch.long), tasks=torch.zeros(4, dtype=torch.long),
+                   entity=torch.zeros(1, 4, dtype=torch.long), part=torch.tensor([[0, -1, 0, 1]]),
+                   valid=torch.tensor([[True, True, True, False]]))
+    # part 0 = mean of tokens 0 and 2 (the context token 1 is not in it); part 1's only token is padding
+    assert torch.allclose(_part_means(tokens, ids, 2), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]))
+    plain = dataclasses.replace(synthetic_sample(4), interleave=[])
+    batch = collate([synthetic_sample(3), plain], CLASSES, SMALL.class_prompt)
+    model.train()
+    items = model(batch, tasks=["interleave_grounding"])["interleave_grounding"]["semantic"]["p.interleave"]
+    assert items.shape == (2, 2, SMALL.projection_dim)
+    assert torch.allclose(items[0].norm(dim=-1), torch.ones(2), atol=1e-5) and not items[1].any()
+    model.eval()
+    with torch.no_grad():
+        assert "p.interleave" not in model(batch, tasks=["interleave_grounding"])["interleave_grounding"]["semantic"]
 
 
 def test_inference_helpers(model: FindModel) -> None:
@@ -295,3 +319,20 @@ def test_memory_only_pixel_decoder_pass_matches_the_full_pass(model: FindModel) 
     for a, b in zip(full.memory, memory_only.memory):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
+
+
+def test_a_memory_level_may_repeat(encoders) -> None:
+    """cpu.yaml attends strides 32/16/16: the stride-16 map is read by two layers, each with its own
+    level embedding, and every task still trains."""
+    vision, language = encoders
+    config = dataclasses.replace(SMALL, feature_strides=(32, 16, 16))
+    model = FindModel(FindInterface.for_encoders(config, vision, language), vision, language).train()
+    batch = collate([synthetic_sample(1), synthetic_sample(2)], CLASSES, config.class_prompt)
+    torch.nn.init.normal_(model.interface.pixel_decoder.level_embed)
+    with torch.no_grad():
+        pixels = model.interface.pixel_decoder(dict(model.vision(batch.images)))
+    assert [m.shape[-1] for m in pixels.memory] == [SIZE // 32, SIZE // 16, SIZE // 16]
+    assert torch.equal(pixels.memory[1], pixels.memory[2])
+    assert not torch.equal(pixels.positions[1], pixels.positions[2])
+    losses = FindCriterion(config)(model(batch), batch)
+    assert torch.isfinite(losses["loss"]) and all(any(n.startswith(t) for n in losses) for t in TASKS)

@@ -3,10 +3,11 @@
 * generic: Hungarian-matched class cross-entropy (no-object down-weighted) + point-sampled mask
   BCE + dice (Mask2Former);
 * grounding, interactive, interleave grounding: every query has its own target (phrase, prompt,
-  entity), so BCE + dice directly, scaled by the task multiplier (0.4 by default); for grounding
-  and interactive also a class-like cross-entropy of each mask query's embedding against the
-  embeddings of all items (phrases / prompts) of its image, which puts regions and their
-  descriptions in one space (weight: class weight x task multiplier);
+  entity), so BCE + dice directly, scaled by the task multiplier (0.4 by default); plus a
+  class-like cross-entropy of each mask query's embedding against the embeddings of all items of
+  its image (phrases, prompts, or the entities of its entry: their prompt tokens averaged), which
+  puts regions and their descriptions in one space and makes each query tell its item from the
+  others (the reference's "softmax CE over matched queries"; weight: class weight x task multiplier);
 * retrieval, interleave retrieval: symmetric InfoNCE between image-query and caption / entry-query
   embeddings of the batch, with the interface's learnable logit scale.
 
@@ -85,9 +86,9 @@ class FindCriterion(nn.Module):
         bce, dice = self._mask_losses(out["masks"][valid], targets[valid])
         weight = self.task_weights[task]
         losses = {"mask": weight * self.config.mask_weight * bce, "dice": weight * self.config.dice_weight * dice}
-        if task in ("grounding", "interactive"):
-            pixel, text = TASK_PAIRS[task]
-            ce = _item_matching(out["semantic"][pixel], out["semantic"][text], valid, scale)
+        pixel, item = TASK_PAIRS[task]
+        if item in out["semantic"]:  # the entities' token embeddings exist only in training
+            ce = _item_matching(out["semantic"][pixel], out["semantic"][item], valid, scale)
             losses["match"] = weight * self.config.class_weight * ce
         return losses
 
@@ -126,8 +127,10 @@ class FindCriterion(nn.Module):
         return {"class": cfg.class_weight * ce, "mask": cfg.mask_weight * bce, "dice": cfg.dice_weight * dice}
 
 
-#: (mask query type, item query type) whose embeddings are matched per image
-TASK_PAIRS = {"grounding": ("q.grounding", "q.text"), "interactive": ("q.segment", "q.spatial")}
+#: (mask query type, item type) whose embeddings are matched per image; "p.interleave" = an entity's
+#: prompt tokens averaged (``FindInterface._collect``)
+TASK_PAIRS = {"grounding": ("q.grounding", "q.text"), "interactive": ("q.segment", "q.spatial"),
+              "interleave_grounding": ("q.entity", "p.interleave")}
 
 
 def _item_matching(queries: torch.Tensor, items: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor

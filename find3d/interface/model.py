@@ -58,6 +58,7 @@ class Step:
 
     semantic: torch.Tensor | None  # (B, Q, P) L2-normalised; None at steps nobody reads (inference)
     masks: torch.Tensor | None  # (B, Q_pixel, H/4, W/4) logits of the pixel queries, in sequence order
+    tokens: torch.Tensor | None = None  # (B, T, P) prompt tokens through the semantic head, when asked
 
 
 class FindInterface(nn.Module):
@@ -100,12 +101,13 @@ class FindInterface(nn.Module):
 
     # --- the joint pass -----------------------------------------------------------------------
     def _run(self, blocks: list[Block], specs: list[TaskSpec], pixels: PixelFeatures | None,
-             every_step: bool) -> list[Step]:
+             every_step: bool, token_heads: bool = False) -> list[Step]:
         """Run the layers over the concatenated blocks; one ``Step`` per layer plus the initial one.
 
         ``every_step``: head outputs (semantic vectors, stride-4 masks) at every step (deep
         supervision); otherwise only at the last step. Intermediate attention masks are predicted at
-        the attended level's resolution either way.
+        the attended level's resolution either way. ``token_heads``: the prompt tokens go through the
+        semantic head too wherever the queries do (the interleave entities' matching loss reads them).
         """
         tokens = torch.cat([b.tokens for b in blocks], dim=1)
         queries = torch.cat([b.queries for b in blocks], dim=1)
@@ -134,11 +136,14 @@ class FindInterface(nn.Module):
             last = index == len(self.layers)
             normed = self.final_norm(queries)
             semantic = F.normalize(self.semantic_proj(normed), dim=-1) if every_step or last else None
+            token_semantic = None
+            if token_heads and semantic is not None:
+                token_semantic = F.normalize(self.semantic_proj(self.final_norm(tokens)), dim=-1)
             pixel = self.pixel_proj(normed[:, pixel_rows]) if mask_features is not None and len(pixel_rows) else None
             masks = None
             if pixel is not None and (every_step or last):
                 masks = torch.einsum("bqc,bchw->bqhw", pixel, mask_features)
-            steps.append(Step(semantic, masks))
+            steps.append(Step(semantic, masks, token_semantic))
             if last:
                 break
             level = index % len(memory)
@@ -181,23 +186,27 @@ class FindInterface(nn.Module):
             texts, batch.strings([t for t in tasks if t != "generic" or not classes_known]))
         blocks = [self.sampler.build(t, i, batch, pixels, references, projected) for i, t in enumerate(tasks)]
         specs = [TASKS[t] for t in tasks]
-        steps = self._run(blocks, specs, pixels, every_step=with_aux)
+        # Only the training loss reads the entities' token embeddings (see FindCriterion).
+        token_heads = self.training and "interleave_grounding" in tasks
+        steps = self._run(blocks, specs, pixels, every_step=with_aux, token_heads=token_heads)
         classes: list[torch.Tensor | None] = [None] * len(steps)
         if "generic" in tasks:
             classes = self._class_embeddings(batch.class_texts, projected, cached=cached)
         query_ids = Elements.cat([b.query_ids for b in blocks])
         rank = mask_restricted(specs, query_ids).long().cumsum(0) - 1
         outputs: Outputs = {}
-        offset = 0
+        offset = token_offset = 0
         for block in blocks:
-            out = self._collect(block, offset, rank, steps[-1], classes[-1])
+            at = (offset, token_offset)
+            out = self._collect(block, at, rank, steps[-1], classes[-1])
             if with_aux:
-                out["aux"] = [self._collect(block, offset, rank, step, cls)
+                out["aux"] = [self._collect(block, at, rank, step, cls)
                               for step, cls in zip(steps[:-1], classes[:-1])]
             out["valid"] = _validity(block.task, batch)
             out["scale"] = self.scale
             outputs[block.task] = out
             offset += block.queries.shape[1]
+            token_offset += block.tokens.shape[1]
         return outputs
 
     def _class_embeddings(self, class_texts: list[str], projected: dict[str, torch.Tensor],
@@ -213,12 +222,19 @@ class FindInterface(nn.Module):
             self._class_cache[key] = steps[-1]
         return steps
 
-    def _collect(self, block: Block, offset: int, rank: torch.Tensor, step: Step,
+    def _collect(self, block: Block, at: tuple[int, int], rank: torch.Tensor, step: Step,
                  classes: torch.Tensor | None) -> dict[str, Any]:
         """A task's view of one step: ``semantic[q.type]`` ``(B, n, P)``, ``masks`` of its pixel queries
-        ``(B, n, H/4, W/4)``, and for the generic task class ``logits`` ``(B, n, K+1)`` (last = no object)."""
+        ``(B, n, H/4, W/4)``, for the generic task class ``logits`` ``(B, n, K+1)`` (last = no object)
+        and, when the step has token heads, ``semantic["p.interleave"]`` ``(B, E, P)``: each interleave
+        entity's prompt tokens averaged. ``at``: the block's first query and first token in the sequence."""
         spec = TASKS[block.task]
+        offset, token_offset = at
         out: dict[str, Any] = {"semantic": {}}
+        if step.tokens is not None and block.task == "interleave_grounding":
+            tokens = step.tokens[:, token_offset: token_offset + block.tokens.shape[1]]
+            entities = block.slots["q.entity"]
+            out["semantic"]["p.interleave"] = _part_means(tokens, block.token_ids, entities.stop - entities.start)
         for type_name, where in block.slots.items():
             span = slice(offset + where.start, offset + where.stop)
             out["semantic"][type_name] = step.semantic[:, span]
@@ -298,6 +314,13 @@ class FindInterface(nn.Module):
             results.append(_merge_segments(scores[keep], labels[keep], image_masks[keep], isthing,
                                            overlap_threshold))
         return results
+
+
+def _part_means(tokens: torch.Tensor, token_ids: Elements, count: int) -> torch.Tensor:
+    """``(B, count, P)``: the normalised mean of the valid tokens ``(B, T, P)`` of each entity part
+    ``0..count-1``; a part without tokens (padding) gives a zero vector."""
+    member = (token_ids.part[:, :, None] == torch.arange(count, device=tokens.device)) & token_ids.valid[:, :, None]
+    return F.normalize(torch.einsum("bte,btp->bep", member.to(tokens.dtype), tokens), dim=-1)
 
 
 def _merge_segments(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor, isthing: Sequence[bool],
