@@ -25,7 +25,7 @@ class InterfaceConfig:
         "Learnable queries: num_queries - 1 object queries plus 1 image-level query (paper: 101).", 51)
     feature_strides: tuple[int, ...] = doc(
         "Strides of the pixel-decoder levels the content attention reads, one level per layer round-robin, "
-        "coarsest first as in Mask2Former (paper: 3 levels).", (32, 16, 8))
+        "coarsest first as in Mask2Former (paper: 3 levels); a level may repeat.", (32, 16, 8))
     pixel_decoder_dim: int = doc(
         "Channels of the light FPN pixel decoder and of the per-pixel mask features at stride 4.", 64)
     max_spatial_prompts: int = doc(
