@@ -320,7 +320,6 @@ def test_memory_only_pixel_decoder_pass_matches_the_full_pass(model: FindModel) 
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-
 def test_a_memory_level_may_repeat(encoders) -> None:
     """cpu.yaml attends strides 32/16/16: the stride-16 map is read by two layers, each with its own
     level embedding, and every task still trains."""

@@ -58,7 +58,7 @@ class Step:
 
     semantic: torch.Tensor | None  # (B, Q, P) L2-normalised; None at steps nobody reads (inference)
     masks: torch.Tensor | None  # (B, Q_pixel, H/4, W/4) logits of the pixel queries, in sequence order
-    tokens: torch.Tensor | None = None  # (B, T, P) prompt tokens through the semantic head, when asked
+    tokens: torch.Tensor | None = None  # (B, T, D) prompt-token states at head steps, when asked
 
 
 class FindInterface(nn.Module):
@@ -107,7 +107,8 @@ class FindInterface(nn.Module):
         ``every_step``: head outputs (semantic vectors, stride-4 masks) at every step (deep
         supervision); otherwise only at the last step. Intermediate attention masks are predicted at
         the attended level's resolution either way. ``token_heads``: the prompt tokens go through the
-        semantic head too wherever the queries do (the interleave entities' matching loss reads them).
+        states are kept wherever the queries go through the heads (the interleave entities' matching loss
+        projects its own block's tokens, see ``_collect``).
         """
         tokens = torch.cat([b.tokens for b in blocks], dim=1)
         queries = torch.cat([b.queries for b in blocks], dim=1)
@@ -135,15 +136,12 @@ class FindInterface(nn.Module):
         for index in range(len(self.layers) + 1):
             last = index == len(self.layers)
             normed = self.final_norm(queries)
-            semantic = F.normalize(self.semantic_proj(normed), dim=-1) if every_step or last else None
-            token_semantic = None
-            if token_heads and semantic is not None:
-                token_semantic = F.normalize(self.semantic_proj(self.final_norm(tokens)), dim=-1)
+            semantic = self._semantic(normed) if every_step or last else None
             pixel = self.pixel_proj(normed[:, pixel_rows]) if mask_features is not None and len(pixel_rows) else None
             masks = None
             if pixel is not None and (every_step or last):
                 masks = torch.einsum("bqc,bchw->bqhw", pixel, mask_features)
-            steps.append(Step(semantic, masks, token_semantic))
+            steps.append(Step(semantic, masks, tokens if token_heads and semantic is not None else None))
             if last:
                 break
             level = index % len(memory)
@@ -232,7 +230,8 @@ class FindInterface(nn.Module):
         offset, token_offset = at
         out: dict[str, Any] = {"semantic": {}}
         if step.tokens is not None and block.task == "interleave_grounding":
-            tokens = step.tokens[:, token_offset: token_offset + block.tokens.shape[1]]
+            states = step.tokens[:, token_offset: token_offset + block.tokens.shape[1]]
+            tokens = self._semantic(self.final_norm(states))
             entities = block.slots["q.entity"]
             out["semantic"]["p.interleave"] = _part_means(tokens, block.token_ids, entities.stop - entities.start)
         for type_name, where in block.slots.items():
@@ -246,6 +245,10 @@ class FindInterface(nn.Module):
             targets = torch.cat([classes, F.normalize(self.no_object, dim=0)[None]])
             out["logits"] = self.scale * objects @ targets.T
         return out
+
+    def _semantic(self, normed: torch.Tensor) -> torch.Tensor:
+        """The semantic head on final-normed states: L2-normalised vectors in the shared space."""
+        return F.normalize(self.semantic_proj(normed), dim=-1)
 
     # --- text-only embeddings -----------------------------------------------------------------
     def encode_texts(self, texts: Mapping[str, torch.Tensor], strings: Sequence[str], kind: str = "class"
