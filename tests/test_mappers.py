@@ -135,6 +135,21 @@ def test_grounding_phrases_carry_their_masks(tiny):
     assert (ref & segments[11]).sum() / (ref | segments[11]).sum() > 0.9
 
 
+def test_subsets_are_redrawn_every_epoch_without_augmentation(tiny):
+    """A capped subset (phrases here; interleave entries share the rule) is redrawn every epoch even
+    with geometric augmentation off, as in the CPU config; with room for all, evaluation keeps the
+    files' order."""
+    capped = FindDataset(tiny.root, "val", DataConfig(image_size=48, augment=False, max_phrases=1, max_spatial=0))
+    everything = FindDataset(tiny.root, "val", DataConfig(image_size=48, augment=False, max_spatial=0))
+    drawn, orders = set(), set()
+    for epoch in range(40):
+        capped.set_epoch(epoch)
+        everything.set_epoch(epoch)
+        drawn.update(p.text for p in capped[0].phrases)
+        orders.add(tuple(p.text for p in everything[0].phrases))
+    assert drawn == {"red cup", "blue ball", "table", "the red cup on the left"} and len(orders) == 1
+
+
 def test_interleave_visual_probability_is_half(tiny):
     dataset = FindDataset(tiny.root, "val", DataConfig(image_size=32, max_spatial=0))
     visual = total = 0

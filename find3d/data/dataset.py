@@ -36,9 +36,9 @@ class DataConfig:
     interleave_visual_prob: float = doc(
         "Probability that an interleave phrase is shown as a visual reference instead of text (FIND: 0.5).", 0.5
     )
-    max_phrases: int = doc("Most grounding phrases kept per image (random subset when augmenting).", 16)
+    max_phrases: int = doc("Most grounding phrases kept per image (a random subset, re-drawn every epoch).", 16)
     max_spatial: int = doc("Most interactive (spatial) prompts drawn per image.", 8)
-    max_interleave: int = doc("Most interleave entries kept per image.", 4)
+    max_interleave: int = doc("Most interleave entries kept per image (a random subset, re-drawn every epoch).", 4)
     spatial_kinds: list[str] = doc(
         "Interactive prompt kinds to draw from: point, box, scribble, polygon, circle, mask.",
         factory=lambda: ["point", "box", "scribble", "polygon", "circle"],

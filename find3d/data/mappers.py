@@ -192,7 +192,9 @@ class ReferenceLoader:
 
 
 def _subsample(items: list, limit: int, rng: np.random.Generator, shuffle: bool) -> list:
-    if shuffle and len(items) > 1:
+    """At most ``limit`` items, shuffled when ``shuffle``. A subset is always random, augmenting or not:
+    the first ``limit`` would train on the same items every epoch."""
+    if (shuffle or len(items) > limit) and len(items) > 1:
         items = [items[i] for i in rng.permutation(len(items))]
     return items[:limit]
 
