@@ -193,7 +193,7 @@ def main() -> int:
         kind, name = args.worker
         print(json.dumps(WORKERS[kind](name)))
         return 0
-    from find3d.fileio import atomic_open
+    from find3d.fileio import atomic_write_text
 
     load = os.getloadavg()[0]
     baseline = _spawn("baseline", "-", args.threads)[0]["peak_rss_mib"]
@@ -201,8 +201,7 @@ def main() -> int:
     language = [row for name in LANGUAGE for row in _spawn("language", name, args.threads)]
     report = _report(vision, language, baseline, load, vision[0]["threads"])
     print(report)
-    with atomic_open(RESULTS, "w") as handle:
-        handle.write(report)
+    atomic_write_text(RESULTS, report)
     return 0
 
 

@@ -30,7 +30,7 @@ from find3d.config import apply_overrides, from_dict, to_dict
 from find3d.evaluation import baselines
 from find3d.evaluation.report import EvalReport
 from find3d.evaluation.run_eval import evaluate, load
-from find3d.fileio import atomic_open
+from find3d.fileio import atomic_open, atomic_write_text
 from find3d.train.config import TrainInterfaceConfig
 
 RESULTS = Path(__file__).parent / "results"
@@ -156,8 +156,7 @@ def write_results(args: argparse.Namespace, find: EvalReport, measured: dict[str
               f"Skipped (no annotations / descriptions): {find.meta['skipped'] or 'none'}. "
               "Qualitative PNGs and eval.json: `bench/results/eval_2d/`.", ""]
     text = "\n".join(lines)
-    with atomic_open(RESULTS / "2d.md", "w") as handle:
-        handle.write(text)
+    atomic_write_text(RESULTS / "2d.md", text)
     print(text)
 
 

@@ -144,7 +144,7 @@ def main() -> int:
     from find3d.config import load_config
     from find3d.data.engine.catalog import coco_categories
     from find3d.encoders import build_language_encoder, build_vision_encoder
-    from find3d.fileio import atomic_open
+    from find3d.fileio import atomic_write_text
     from find3d.interface.model import FindInterface, FindModel
     from find3d.train.config import TrainInterfaceConfig
 
@@ -161,8 +161,7 @@ def main() -> int:
                for size in SIZES}
     report = _report(results, config, torch.get_num_threads(), load, args.repeats)
     print(report)
-    with atomic_open(RESULTS, "w") as handle:
-        handle.write(report)
+    atomic_write_text(RESULTS, report)
     return 0
 
 

@@ -21,7 +21,7 @@ from PIL import Image
 from find3d.data.engine.annotate import rgb2id
 from find3d.data.engine.catalog import coco_categories
 from find3d.data.make_data import make_data
-from find3d.fileio import atomic_open, read_json
+from find3d.fileio import atomic_open, atomic_write_text, read_json
 
 RESULTS = Path(__file__).parent / "results"
 GOAL_S = 600.0
@@ -75,8 +75,7 @@ def main() -> None:
     report = (f"# make-data benchmark\n\n{table}\n\nMachine: {machine}. Splits: {manifest['splits']}. "
               "Time includes rendering, JPEG/PNG encoding and writing every annotation file.\n")
     print(report)
-    with atomic_open(RESULTS / "make_data.md", "w") as handle:
-        handle.write(report)
+    atomic_write_text(RESULTS / "make_data.md", report)
 
 
 if __name__ == "__main__":

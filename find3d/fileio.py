@@ -41,6 +41,11 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
 def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = 2) -> None:
     with atomic_open(path, "w") as handle:
         json.dump(payload, handle, indent=indent)
