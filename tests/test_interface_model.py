@@ -169,6 +169,82 @@ def test_entity_items_are_their_prompt_tokens_averaged(model: FindModel) -> None
         assert "p.interleave" not in model(batch, tasks=["interleave_grounding"])["interleave_grounding"]["semantic"]
 
 
+def _two_entries(seed: int) -> tuple[Sample, Sample]:
+    """The synthetic sample with a second, all-text entry naming its shapes the other way round; and
+    that second entry alone."""
+    sample = synthetic_sample(seed)
+    first = sample.interleave[0]
+    square, disc = (e.text for e in first.entities)
+    sentence = f"the {disc} is below the {square}"
+    spans = [(sentence.index(disc), sentence.index(disc) + len(disc)),
+             (sentence.index(square), sentence.index(square) + len(square))]
+    second = InterleaveEntry(sentence, [InterleaveEntity(disc, spans[0], first.entities[1].target),
+                                        InterleaveEntity(square, spans[1], first.entities[0].target)])
+    return dataclasses.replace(sample, interleave=[first, second]), dataclasses.replace(sample, interleave=[second])
+
+
+def test_every_interleave_entry_grounds_as_if_alone(model: FindModel) -> None:
+    """All entries of an image train interleave grounding in one pass: parts are numbered across
+    entries, and no entry's queries or tokens see another's, so each entry's masks and embeddings are
+    those it gets alone; interleave retrieval reads the first entry only."""
+    both, second = _two_entries(3)
+    batch = collate([both], CLASSES, "{}")
+    assert [[part for _, part in pieces] for pieces in batch.interleave[0]] == [[-1, 0, -1, 1], [-1, 2, -1, 3]]
+    assert batch.entity_entry.tolist() == [[0, 0, 1, 1]] and batch.entity_valid.all()
+    assert batch.entity_object.tolist() == [[0, 1, 1, 0]]  # the second entry names the same two shapes
+    assert batch.entity_targets[0, 2].equal(batch.entity_targets[0, 1])
+    model.eval()
+    with torch.no_grad():
+        joint = model(batch, tasks=["interleave_grounding", "interleave_retrieval"])
+        alone = model(collate([second], CLASSES, "{}"), tasks=["interleave_grounding"])["interleave_grounding"]
+        first = model(collate([synthetic_sample(3)], CLASSES, "{}"), tasks=["interleave_retrieval"])
+    grounding = joint["interleave_grounding"]
+    assert grounding["masks"].shape[1] == 4 and grounding["semantic"]["q.interleave"].shape[1] == 2
+    assert torch.allclose(grounding["masks"][0, 2:], alone["masks"][0], atol=1e-4)
+    assert torch.allclose(grounding["semantic"]["q.entity"][0, 2:], alone["semantic"]["q.entity"][0], atol=1e-4)
+    assert not torch.allclose(grounding["semantic"]["q.entity"][0, :2], alone["semantic"]["q.entity"][0], atol=1e-2)
+    retrieval = joint["interleave_retrieval"]["semantic"]["q.interleave"]
+    assert retrieval.shape[1] == 1
+    assert torch.allclose(retrieval, first["interleave_retrieval"]["semantic"]["q.interleave"], atol=1e-5)
+    model.train()
+    losses = FindCriterion(SMALL)(model(batch, tasks=["interleave_grounding"]), batch)
+    assert torch.isfinite(losses["interleave_grounding.match"])
+
+
+def test_an_item_is_segmented_the_same_wherever_it_is_asked(model: FindModel) -> None:
+    """Phrases and spatial prompts are segmented by copies of one item query: a phrase's mask does not
+    depend on its position or on the other phrases asked with it (nor a prompt's on the others)."""
+    sample = synthetic_sample(5)
+    swapped = dataclasses.replace(sample, phrases=sample.phrases[::-1], spatial=sample.spatial[::-1])
+    alone = dataclasses.replace(sample, phrases=sample.phrases[1:], spatial=sample.spatial[1:])
+    model.eval()
+    with torch.no_grad():
+        outs = [model(collate([s], CLASSES, "{}"), tasks=["grounding", "interactive"])
+                for s in (sample, swapped, alone)]
+    for task in ("grounding", "interactive"):
+        masks = [out[task]["masks"][0] for out in outs]
+        assert torch.allclose(masks[0], masks[1].flip(0), atol=1e-4)
+        assert torch.allclose(masks[0][1], masks[2][0], atol=1e-4)
+
+
+def test_item_matching_never_opposes_an_object_to_itself() -> None:
+    """Items naming one object, in two entries or twice in one ("a brown mug ... the brown mug"), are
+    no negatives of each other."""
+    from find3d.interface.criterion import _item_matching
+
+    items = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])  # item 2 names item 0's object
+    valid, scale = torch.ones(1, 3, dtype=torch.bool), torch.tensor(20.0)
+    plain = _item_matching(items, items, valid, scale)
+    grouped = _item_matching(items, items, valid, scale, groups=torch.tensor([[0, 0, 1]]))
+    coreferent = _item_matching(items, items, valid, scale, objects=torch.tensor([[0, 1, 0]]))
+    assert plain > 0.4  # a tie costs log 2 for items 0 and 2
+    assert grouped < 1e-6 and coreferent < 1e-6
+    phrases = [Phrase("a brown mug", np.eye(4, dtype=bool)), Phrase("the wall", ~np.eye(4, dtype=bool)),
+               Phrase("the brown mug", np.eye(4, dtype=bool))]
+    sample = Sample("s", np.zeros((4, 4, 3), dtype=np.uint8), phrases=phrases)
+    assert collate([sample, Sample("t", sample.image)], [], "{}").phrase_object.tolist() == [[0, 1, 0], [-1, -1, -1]]
+
+
 def test_inference_helpers(model: FindModel) -> None:
     annotated = synthetic_sample(7)
     batch = collate([Sample(key="bare", image=annotated.image)], CLASSES, SMALL.class_prompt)  # no annotations
@@ -231,12 +307,20 @@ def test_collate_interleave_pieces_and_reference_features(encoders) -> None:
     batch = collate([sample, plain], CLASSES, "{}", vision=vision)
     colours = sample.phrases[0].text.split()[1], sample.phrases[1].text.split()[1]
     # "a <red square> above a <ref>": context, text entity (part 0), context, visual entity (part 1)
-    assert batch.interleave[0] == [("a", -1), (f"{colours[0]} square", 0), ("above a", -1), (0, 1)]
+    assert batch.interleave[0] == [[("a", -1), (f"{colours[0]} square", 0), ("above a", -1), (0, 1)]]
     assert batch.interleave[1] == [] and batch.captions[1] is None
+    assert batch.entity_entry.tolist() == [[0, 0], [-1, -1]]
     assert batch.entity_valid.tolist() == [[True, True], [False, False]]
     assert batch.spatial_valid.tolist() == [[True, True], [False, False]]
     assert batch.ref_images.shape == (1, 3, SIZE, SIZE) and batch.ref_masks[0].equal(
         torch.from_numpy(sample.interleave[0].entities[1].ref.mask))
+    # two entities drawn on one image share its row of ref_images (and so its vision features)
+    entry = sample.interleave[0]
+    drawn = [dataclasses.replace(e, ref=VisualRef(sample.image, e.target, "self")) for e in entry.entities]
+    shared = collate([sample, dataclasses.replace(sample, interleave=[dataclasses.replace(entry, entities=drawn)])],
+                     CLASSES, "{}")
+    assert shared.ref_image_index.tolist() == [0, 1, 1] and len(shared.ref_images) == 2
+    assert shared.interleave[1][0][1][0] == 1 and shared.interleave[1][0][3][0] == 2
     assert batch.ref_pyramid is not None and batch.ref_pyramid[4].shape == (1, 24, SIZE // 4, SIZE // 4)
     assert batch.class_texts == CLASSES and batch.images.max() <= 1.0
     moved = batch.to("cpu")

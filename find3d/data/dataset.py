@@ -38,7 +38,9 @@ class DataConfig:
     )
     max_phrases: int = doc("Most grounding phrases kept per image (a random subset, re-drawn every epoch).", 16)
     max_spatial: int = doc("Most interactive (spatial) prompts drawn per image.", 8)
-    max_interleave: int = doc("Most interleave entries kept per image (a random subset, re-drawn every epoch).", 4)
+    max_interleave: int = doc(
+        "Most interleave entries kept per image (a random subset, re-drawn every epoch); all of them train "
+        "interleave grounding in the same step, the first one interleave retrieval.", 4)
     spatial_kinds: list[str] = doc(
         "Interactive prompt kinds to draw from: point, box, scribble, polygon, circle, mask.",
         factory=lambda: ["point", "box", "scribble", "polygon", "circle"],

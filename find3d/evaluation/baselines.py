@@ -38,6 +38,7 @@ from find3d.evaluation.run_eval import entity_targets, entry_samples, eval_datas
 if TYPE_CHECKING:
     import torch
 
+    from find3d.evaluation.predictors import ModelPredictor
     from find3d.interface.api import LoadedInterface
     from find3d.interface.model import FindModel
     from find3d.train.config import TrainInterfaceConfig
@@ -225,6 +226,21 @@ def _visual_entity_masks(loaded: LoadedInterface, sample: Sample, refs: Sequence
     return (probs[0] > 0.5).numpy()
 
 
+def seem_entry_masks(loaded: LoadedInterface, predictor: ModelPredictor, entry: Sample) -> np.ndarray:
+    """SEEM-style masks of a one-entry sample's entities (span order): text entities grounded together
+    as phrases, visual ones segmented together as interactive prompts pooled from their references."""
+    entities = sorted(entry.interleave[0].entities, key=lambda e: e.span[0])
+    masks = np.zeros(entity_targets(entry).shape, dtype=bool)
+    texts = [i for i, e in enumerate(entities) if e.ref is None]
+    visuals = [i for i, e in enumerate(entities) if e.ref is not None]
+    if texts:
+        phrases = [Phrase(entities[i].text, entities[i].target) for i in texts]
+        masks[texts] = predictor.grounding([replace(entry, phrases=phrases, interleave=[])])[0]
+    if visuals:
+        masks[visuals] = _visual_entity_masks(loaded, entry, [entities[i].ref for i in visuals])
+    return masks
+
+
 def seem_interleave_grounding(loaded: LoadedInterface, data: str | os.PathLike, split: str = "val",
                               max_images: int | None = None) -> dict[str, float]:
     """cIoU / mIoU / AP50 of the SEEM-style protocol on every interleave entry of ``split``."""
@@ -235,16 +251,7 @@ def seem_interleave_grounding(loaded: LoadedInterface, data: str | os.PathLike, 
     evaluator = GroundingEvaluator()
     for index in range(min(len(dataset), max_images or len(dataset))):
         for entry in entry_samples(dataset[index]):
-            entities = sorted(entry.interleave[0].entities, key=lambda e: e.span[0])
-            masks = np.zeros(entity_targets(entry).shape, dtype=bool)
-            texts = [i for i, e in enumerate(entities) if e.ref is None]
-            visuals = [i for i, e in enumerate(entities) if e.ref is not None]
-            if texts:
-                phrases = [Phrase(entities[i].text, entities[i].target) for i in texts]
-                masks[texts] = predictor.grounding([replace(entry, phrases=phrases, interleave=[])])[0]
-            if visuals:
-                masks[visuals] = _visual_entity_masks(loaded, entry, [entities[i].ref for i in visuals])
-            evaluator.update(masks, entity_targets(entry))
+            evaluator.update(seem_entry_masks(loaded, predictor, entry), entity_targets(entry))
     metrics = evaluator.compute()
     return {"cIoU": metrics["cIoU"], "mIoU": metrics["mIoU"], "AP50": metrics["precision@0.5"]}
 

@@ -214,7 +214,8 @@ def run_interactive(predictor: Predictor, sample: Sample, evaluator: Interactive
 
 
 def entry_samples(sample: Sample) -> list[Sample]:
-    """One sample per interleave entry (the batch format carries one entry per image)."""
+    """One sample per interleave entry: each entry is its own query (interleave retrieval embeds a
+    sample's first entry only) and gets its own figure."""
     return [replace(sample, interleave=[entry]) for entry in sample.interleave]
 
 

@@ -1,10 +1,11 @@
 """``list[Sample]`` -> one ``FindBatch`` that can train all six tasks jointly.
 
 Every sample contributes to every task it has annotations for (segments -> generic, phrases ->
-grounding, captions -> retrieval, spatial prompts -> interactive, an interleave entry -> both
-interleave tasks); a task is in the batch when at least one sample has it, and per-sample validity
-masks keep the others out of its losses. Images are padded (bottom/right) to a common size;
-reference images of visual entities are resized to that size so one vision-encoder call embeds them.
+grounding, captions -> retrieval, spatial prompts -> interactive, interleave entries -> interleave
+grounding, all of them, and interleave retrieval, the first); a task is in the batch when at least
+one sample has it, and per-sample validity masks keep the others out of its losses. Images are
+padded (bottom/right) to a common size; reference images of visual entities are resized to that
+size so one vision-encoder call embeds them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from find3d.interface.spec import TASKS
 
 SPATIAL_KINDS: tuple[SpatialKind, ...] = ("point", "box", "scribble", "polygon", "circle", "mask")
 
-#: An interleave entry as ordered pieces: (text, part) or (reference-image index, part); part -1 = context words.
+#: An interleave entry as ordered pieces: (text, part) or (reference-image index, part); part -1 = context
+#: words, otherwise the entity's index among all entities of the image's entries (its row of ``entity_targets``).
 Piece = tuple[str | int, int]
 
 
@@ -47,16 +49,20 @@ class FindBatch:
     phrases: list[list[str]]
     phrase_masks: torch.Tensor  # (B, P, H, W) bool
     phrase_valid: torch.Tensor  # (B, P) bool
+    phrase_object: torch.Tensor  # (B, P) long, first phrase of the image with the identical mask (-1 = padding)
     captions: list[str | None]
     spatial_prompts: torch.Tensor  # (B, S, H, W) bool, rasterised prompts
     spatial_kinds: torch.Tensor  # (B, S) long index into SPATIAL_KINDS
     spatial_targets: torch.Tensor  # (B, S, H, W) bool
     spatial_valid: torch.Tensor  # (B, S) bool
-    interleave: list[list[Piece]]  # [] where the image has no interleave entry
-    entity_targets: torch.Tensor  # (B, E, H, W) bool, one per entity of the entry (pieces' part index)
+    interleave: list[list[list[Piece]]]  # per image, its entries ([] where it has none)
+    entity_targets: torch.Tensor  # (B, E, H, W) bool, one per entity of the image's entries (pieces' part index)
     entity_valid: torch.Tensor  # (B, E) bool
-    ref_images: torch.Tensor  # (R, 3, H, W) float in [0, 1]
-    ref_masks: torch.Tensor  # (R, H, W) bool
+    entity_entry: torch.Tensor  # (B, E) long, the entry each entity belongs to (-1 = padding)
+    entity_object: torch.Tensor  # (B, E) long, first entity of the image with the identical target (-1 = padding)
+    ref_images: torch.Tensor  # (R, 3, H, W) float in [0, 1], each reference image once
+    ref_masks: torch.Tensor  # (N, H, W) bool, one per visual entity (pieces' reference index)
+    ref_image_index: torch.Tensor  # (N,) long, the row of ref_images each mask is drawn on
     ref_pyramid: dict[int, torch.Tensor] | None = field(default=None)  # vision features of ref_images
 
     @property
@@ -84,8 +90,9 @@ class FindBatch:
         if "retrieval" in wanted:
             out.update(dict.fromkeys(c for c in self.captions if c is not None))
         if wanted & {"interleave_grounding", "interleave_retrieval"}:
-            for pieces in self.interleave:
-                out.update(dict.fromkeys(p for p, _ in pieces if isinstance(p, str)))
+            for entries in self.interleave:
+                for pieces in entries:
+                    out.update(dict.fromkeys(p for p, _ in pieces if isinstance(p, str)))
         return list(out)
 
     def to(self, device: torch.device | str) -> FindBatch:
@@ -115,6 +122,17 @@ def _pad_masks(per_sample: list[list[np.ndarray]], size: tuple[int, int]) -> tup
     return out, valid
 
 
+def _object_ids(per_sample: list[list[np.ndarray]], count: int) -> torch.Tensor:
+    """``(B, count)``: for each mask, the index of the first mask of its image that is identical (-1 =
+    padding). Phrases or entities naming one object ("a brown mug ... the brown mug") share an id."""
+    out = torch.full((len(per_sample), count), -1, dtype=torch.long)
+    for b, masks in enumerate(per_sample):
+        first: dict[bytes, int] = {}
+        for i, mask in enumerate(masks):
+            out[b, i] = first.setdefault(np.packbits(np.asarray(mask, dtype=bool)).tobytes(), i)
+    return out
+
+
 def _image_tensor(image: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
     """``(h, w, 3)`` uint8 -> ``(3, H, W)`` float in [0, 1], zero-padded (or resized when ``size`` is given)."""
     # torch.tensor copies: images decoded by the loaders may be read-only numpy views.
@@ -124,12 +142,14 @@ def _image_tensor(image: np.ndarray, size: tuple[int, int] | None = None) -> tor
     return tensor
 
 
-def _interleave_pieces(entry: InterleaveEntry, refs: list[VisualRef]) -> tuple[list[Piece], list[np.ndarray]]:
-    """Split an entry into context / entity pieces; visual entities point into ``refs`` (appended to)."""
+def _interleave_pieces(entry: InterleaveEntry, refs: list[VisualRef], first_part: int = 0
+                       ) -> tuple[list[Piece], list[np.ndarray]]:
+    """Split an entry into context / entity pieces, its entities numbered from ``first_part`` in span
+    order; visual entities point into ``refs`` (appended to)."""
     pieces: list[Piece] = []
     targets = []
     cursor = 0
-    for part, entity in enumerate(sorted(entry.entities, key=lambda e: e.span[0])):
+    for part, entity in enumerate(sorted(entry.entities, key=lambda e: e.span[0]), start=first_part):
         start, end = entity.span
         context = entry.sentence[cursor:start].strip()
         if context:
@@ -145,6 +165,14 @@ def _interleave_pieces(entry: InterleaveEntry, refs: list[VisualRef]) -> tuple[l
     if tail:
         pieces.append((tail, -1))
     return pieces, targets
+
+
+def _sample_entries(sample: Sample, refs: list[VisualRef]) -> list[tuple[list[Piece], list[np.ndarray]]]:
+    """Pieces and entity targets of each of the sample's entries, parts numbered across its entries."""
+    out: list[tuple[list[Piece], list[np.ndarray]]] = []
+    for entry in sample.interleave:
+        out.append(_interleave_pieces(entry, refs, sum(len(masks) for _, masks in out)))
+    return out
 
 
 def _check_masks(sample: Sample) -> None:
@@ -173,7 +201,8 @@ def collate(
 ) -> FindBatch:
     """Batch ``samples`` for joint multi-task training.
 
-    Only the first interleave entry of a sample is used (mappers pick or shuffle entries).
+    Every interleave entry of a sample is kept (mappers pick and shuffle them; ``DataConfig.max_interleave``
+    caps them): each trains interleave grounding, the first also interleave retrieval.
     Captions: the first one is paired with the image (mappers shuffle them per epoch).
     ``vision``: when given, reference images are embedded here (frozen, no grad) so the batch carries
     ``ref_pyramid``; otherwise the model wrapper embeds them.
@@ -199,7 +228,8 @@ def collate(
             masks=masks[0],
             isthing=torch.tensor([s.isthing for s in sample.segments], dtype=torch.bool)))
 
-    phrase_masks, phrase_valid = _pad_masks([[p.mask for p in s.phrases] for s in samples], size)
+    phrase_list = [[p.mask for p in s.phrases] for s in samples]
+    phrase_masks, phrase_valid = _pad_masks(phrase_list, size)
     spatial = [s.spatial[:max_spatial] for s in samples]
     prompts, spatial_valid = _pad_masks([[p.prompt for p in sp] for sp in spatial], size)
     targets, _ = _pad_masks([[p.target for p in sp] for sp in spatial], size)
@@ -209,13 +239,19 @@ def collate(
             kinds[b, i] = SPATIAL_KINDS.index(prompt.kind)
 
     refs: list[VisualRef] = []
-    interleave, entity_masks = [], []
-    for sample in samples:
-        pieces, masks = _interleave_pieces(sample.interleave[0], refs) if sample.interleave else ([], [])
-        interleave.append(pieces)
-        entity_masks.append(masks)
-    entity_targets, entity_valid = _pad_masks(entity_masks, size)
-    ref_images = torch.stack([_image_tensor(r.image, size) for r in refs]) if refs else torch.zeros(0, 3, *size)
+    entries = [_sample_entries(sample, refs) for sample in samples]
+    entity_list = [[m for _, masks in own for m in masks] for own in entries]
+    entity_targets, entity_valid = _pad_masks(entity_list, size)
+    entity_entry = torch.full(entity_valid.shape, -1, dtype=torch.long)
+    for b, own in enumerate(entries):
+        owners = [index for index, (_, masks) in enumerate(own) for _ in masks]
+        entity_entry[b, : len(owners)] = torch.tensor(owners, dtype=torch.long)
+    # Entities drawn on one image (its own, for shapes drawn on the segment) share its features.
+    rows: dict[int, int] = {}
+    ref_image_index = torch.tensor([rows.setdefault(id(r.image), len(rows)) for r in refs], dtype=torch.long)
+    unique = {id(r.image): r.image for r in refs}
+    ref_images = (torch.stack([_image_tensor(image, size) for image in unique.values()]) if refs
+                  else torch.zeros(0, 3, *size))
     ref_masks = torch.zeros(len(refs), *size, dtype=torch.bool)
     for i, ref in enumerate(refs):
         mask = torch.from_numpy(np.asarray(ref.mask, dtype=np.float32))[None, None]
@@ -225,10 +261,13 @@ def collate(
         keys=[s.key for s in samples], images=images,
         class_texts=[class_prompt.format(name) for name in class_names], panoptic=panoptic,
         phrases=[[p.text for p in s.phrases] for s in samples], phrase_masks=phrase_masks,
-        phrase_valid=phrase_valid, captions=[s.captions[0] if s.captions else None for s in samples],
+        phrase_valid=phrase_valid, phrase_object=_object_ids(phrase_list, phrase_valid.shape[1]),
+        captions=[s.captions[0] if s.captions else None for s in samples],
         spatial_prompts=prompts, spatial_kinds=kinds, spatial_targets=targets, spatial_valid=spatial_valid,
-        interleave=interleave, entity_targets=entity_targets, entity_valid=entity_valid,
-        ref_images=ref_images, ref_masks=ref_masks)
+        interleave=[[pieces for pieces, _ in own] for own in entries], entity_targets=entity_targets,
+        entity_valid=entity_valid, entity_entry=entity_entry,
+        entity_object=_object_ids(entity_list, entity_valid.shape[1]), ref_images=ref_images, ref_masks=ref_masks,
+        ref_image_index=ref_image_index)
     if vision is not None and len(refs):
         with torch.no_grad():
             batch.ref_pyramid = vision(ref_images)

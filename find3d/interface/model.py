@@ -176,7 +176,8 @@ class FindInterface(nn.Module):
             if ref_pyramid is None:
                 raise InputError("the batch has visual references: pass ref_pyramid (vision features of "
                                  "batch.ref_images) or collate with vision=...")
-            references = self.pixel_decoder(dict(ref_pyramid), mask_features=False)
+            references = self.sampler.reference_tokens(self.pixel_decoder(dict(ref_pyramid), mask_features=False),
+                                                       batch)
         # Inference reuses the vocabulary's class embeddings: its class names need no projection then.
         cached = not (self.training or with_aux or torch.is_grad_enabled())
         classes_known = cached and tuple(batch.class_texts) in self._class_cache

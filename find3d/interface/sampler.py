@@ -4,9 +4,9 @@ Prompts: image features (the pixel decoder's memory, read directly by the layers
 phrases / captions (frozen language tokens projected to the interface width), spatial prompts
 (image memory pooled under the rasterised prompt, one token per level), interleave entries (text
 pieces' tokens, each visual entity replaced by memory of its reference image pooled under its mask).
-Queries: sampled from two learnable pools, object queries and the image-level query; proposals
-that predict masks copy object queries, queries summarising an item copy the image query
-(``spec.QUERY_POOL``). Every element also gets a learned embedding of its type.
+Queries: sampled from three learnable pools (``spec.QUERY_POOL``): generic proposals are the object
+queries, queries segmenting a given item copy the item query, queries summarising an item copy the
+image-level query. Every element also gets a learned embedding of its type.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ class EmbeddingSampler(nn.Module):
         self.dim = dim
         self.object_queries = nn.Embedding(config.num_queries - 1, dim)
         self.image_query = nn.Embedding(1, dim)
+        self.item_query = nn.Embedding(1, dim)
         self.type_embed = nn.Embedding(len(TYPES), dim)
         self.kind_embed = nn.Embedding(len(SPATIAL_KINDS), dim)
         self.reference_embed = nn.Parameter(torch.zeros(dim))
@@ -97,28 +98,32 @@ class EmbeddingSampler(nn.Module):
 
     def _pool_query(self, type_name: str, count: int) -> torch.Tensor:
         """``(count, D)`` copies from the type's pool (object queries cycle when more are needed)."""
-        if QUERY_POOL[type_name] == "image":
-            base = self.image_query.weight.expand(count, -1)
+        pool = QUERY_POOL[type_name]
+        if pool == "object":
+            weight = self.object_queries.weight
+            base = weight[torch.arange(count, device=weight.device) % weight.shape[0]]
         else:
-            pool = self.object_queries.weight
-            base = pool[torch.arange(count, device=pool.device) % pool.shape[0]]
+            base = (self.image_query if pool == "image" else self.item_query).weight.expand(count, -1)
         return base + self.type_embed.weight[TYPE_INDEX[type_name]]
 
     def _pack(self, stretches: list[list[Stretch]], type_name: str, task: int,
               device: torch.device) -> tuple[torch.Tensor, Elements]:
         """Pad per-image token stretches into ``(B, T, D)`` with entity / part / validity ids."""
-        batch = len(stretches)
-        length = max([sum(v.shape[0] for v, _, _ in s) for s in stretches] + [0])
-        tokens = torch.zeros(batch, length, self.dim, device=device)
-        ids = _ids(batch, length, type_name, task, -1, -1, False, device)
+        empty = torch.zeros(0, self.dim, device=device)
+        # one concatenation per image: per-stretch copies cost ~1000 small ops a step on long entries
+        rows = [torch.cat([v for v, _, _ in s]) if s else empty for s in stretches]
+        tokens = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True) if rows else empty[None]
+        length = tokens.shape[1]
+        ids = _ids(len(stretches), length, type_name, task, -1, -1, False, device)
         ids.entity, ids.part, ids.valid = ids.entity.clone(), ids.part.clone(), ids.valid.clone()
         for b, image_stretches in enumerate(stretches):
-            cursor = 0
-            for vectors, entity, part in image_stretches:
-                end = cursor + vectors.shape[0]
-                tokens[b, cursor:end] = vectors
-                ids.entity[b, cursor:end], ids.part[b, cursor:end], ids.valid[b, cursor:end] = entity, part, True
-                cursor = end
+            if not image_stretches:
+                continue
+            sizes = torch.tensor([v.shape[0] for v, _, _ in image_stretches], device=device)
+            entity, part = torch.tensor([(e, p) for _, e, p in image_stretches], device=device).T
+            end = int(sizes.sum())
+            ids.entity[b, :end], ids.part[b, :end] = entity.repeat_interleave(sizes), part.repeat_interleave(sizes)
+            ids.valid[b, :end] = True
         return tokens + self.type_embed.weight[TYPE_INDEX[type_name]], ids
 
     def _queries(self, runs: list[tuple[str, int, Elements]]) -> tuple[torch.Tensor, Elements, dict[str, slice]]:
@@ -134,8 +139,9 @@ class EmbeddingSampler(nn.Module):
 
     # --- tasks --------------------------------------------------------------------------------
     def build(self, task: str, index: int, batch: FindBatch, pixels: PixelFeatures,
-              references: PixelFeatures | None, texts: dict[str, torch.Tensor]) -> Block:
-        """The ``Block`` of ``task`` (at position ``index`` among the forward's tasks)."""
+              references: torch.Tensor | None, texts: dict[str, torch.Tensor]) -> Block:
+        """The ``Block`` of ``task`` (at position ``index`` among the forward's tasks); ``references``:
+        the batch's ``reference_tokens``."""
         device = batch.images.device
         size = batch.images.shape[0]
         if task == "generic":  # class names go through ``text_block``: they never meet the image
@@ -162,19 +168,27 @@ class EmbeddingSampler(nn.Module):
             entity = torch.arange(count, device=device)
             runs = [(t, count, _ids(size, count, t, index, entity, -1, batch.spatial_valid, device))
                     for t in ("q.segment", "q.spatial")]
-        elif task in ("interleave_grounding", "interleave_retrieval"):
-            stretches = [self._entry_stretches(pieces, references, batch.ref_masks, texts)
-                         for pieces in batch.interleave]
+        elif task == "interleave_grounding":  # every entry: its entity queries read their own part
+            stretches = [[s for entry, pieces in enumerate(entries)
+                          for s in self._entry_stretches(pieces, entry, references, texts)]
+                         for entries in batch.interleave]
             tokens, token_ids = self._pack(stretches, "p.interleave", index, device)
-            has = torch.tensor([bool(p) for p in batch.interleave], device=device)[:, None]
-            if task == "interleave_grounding":
-                count = batch.entity_valid.shape[1]
-                part = torch.arange(count, device=device)
-                runs = [("q.entity", count, _ids(size, count, "q.entity", index, 0, part, batch.entity_valid,
-                                                 device))]
-            else:
-                runs = [("q.image", 1, _ids(size, 1, "q.image", index, -1, -1, True, device))]
-            runs.append(("q.interleave", 1, _ids(size, 1, "q.interleave", index, 0, -1, has, device)))
+            count = batch.entity_valid.shape[1]
+            part = torch.arange(count, device=device)
+            most = max([len(entries) for entries in batch.interleave] + [1])
+            has = torch.tensor([[e < len(entries) for e in range(most)] for entries in batch.interleave],
+                               device=device)
+            runs = [("q.entity", count, _ids(size, count, "q.entity", index, batch.entity_entry.clamp(min=0), part,
+                                             batch.entity_valid, device)),
+                    ("q.interleave", most, _ids(size, most, "q.interleave", index, torch.arange(most, device=device),
+                                                -1, has, device))]
+        elif task == "interleave_retrieval":  # the first entry: one positive per image for the contrastive loss
+            stretches = [self._entry_stretches(entries[0], 0, references, texts) if entries else []
+                         for entries in batch.interleave]
+            tokens, token_ids = self._pack(stretches, "p.interleave", index, device)
+            has = torch.tensor([bool(entries) for entries in batch.interleave], device=device)[:, None]
+            runs = [("q.image", 1, _ids(size, 1, "q.image", index, -1, -1, True, device)),
+                    ("q.interleave", 1, _ids(size, 1, "q.interleave", index, 0, -1, has, device))]
         else:
             raise KeyError(f"unknown task {task!r}")
         queries, query_ids, slots = self._queries(runs)
@@ -201,17 +215,21 @@ class EmbeddingSampler(nn.Module):
         ids = _ids(size, count * levels, "p.spatial", index, entity, -1, valid, device)
         return pooled.flatten(1, 2) + self.type_embed.weight[TYPE_INDEX["p.spatial"]], ids
 
-    def _entry_stretches(self, pieces: list[Piece], references: PixelFeatures | None, masks: torch.Tensor,
+    def reference_tokens(self, references: PixelFeatures, batch: FindBatch) -> torch.Tensor:
+        """``(N, levels, D)``: each visual entity's reference-image memory pooled under its mask, all at once."""
+        memory = [level[batch.ref_image_index] for level in references.memory]
+        return self.visual_proj(pool_under_masks(memory, batch.ref_masks[:, None])[:, 0]) + self.reference_embed
+
+    def _entry_stretches(self, pieces: list[Piece], entry: int, references: torch.Tensor | None,
                          texts: dict[str, torch.Tensor]) -> list[Stretch]:
-        """An interleave entry's token stretches (entity 0): text pieces, visual references pooled."""
+        """An interleave entry's token stretches (entity = ``entry``): text pieces, and visual entities'
+        ``reference_tokens``."""
         out: list[Stretch] = []
         for piece, part in pieces:
             if isinstance(piece, str):
-                out.append((texts[piece], 0, part))
-                continue
-            if references is None:
+                out.append((texts[piece], entry, part))
+            elif references is None:
                 raise ValueError("the batch has visual references but no reference features were given")
-            memory = [level[piece: piece + 1] for level in references.memory]
-            mask = masks[piece: piece + 1, None]
-            out.append((self.visual_proj(pool_under_masks(memory, mask)[0, 0]) + self.reference_embed, 0, part))
+            else:
+                out.append((references[piece], entry, part))
         return out

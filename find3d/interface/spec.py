@@ -32,11 +32,16 @@ QUERY_TYPES = (
 TYPES = PROMPT_TYPES + QUERY_TYPES
 TYPE_INDEX = {name: i for i, name in enumerate(TYPES)}
 
-#: Learnable pool each query type is sampled from: proposals that predict masks are copies of the
-#: object queries, queries that summarise a whole item (image, class name, phrase, caption, spatial
-#: prompt, interleave entry) are copies of the image-level query, as in the reference.
+#: Learnable pool each query type is sampled from. Generic proposals are the object queries; queries
+#: that segment one given item (phrase, spatial prompt, interleave entity) all copy one learnable item
+#: query, so that what they segment comes from the item they read and not from their position: copies
+#: of the object queries by position left queries past the training's item count (4 phrases, ~3
+#: entities per entry) untrained, and at entity position 5 interleave grounding mIoU was 7.4 where
+#: the SEEM-style protocol, asking fewer items at once, reached 53.8. Queries that summarise a whole
+#: item (image, class name, phrase, caption, spatial prompt, interleave entry) copy the image-level
+#: query, as in the reference.
 QUERY_POOL = {
-    "q.object": "object", "q.grounding": "object", "q.segment": "object", "q.entity": "object",
+    "q.object": "object", "q.grounding": "item", "q.segment": "item", "q.entity": "item",
     "q.image": "image", "q.class": "image", "q.text": "image", "q.caption": "image", "q.spatial": "image",
     "q.interleave": "image",
 }
