@@ -27,6 +27,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("find3d.encoders.list_models", "List the frozen vision / language encoders that can be loaded."),
     "make-data": Command("find3d.data.make_data", "Render a 2D dataset: COCO panoptic, refs, captions, FIND-Bench."),
     "make-scene": Command("find3d.data.make_scene", "Render a posed multi-view nerfstudio scene with 3D ground truth."),
+    "ingest-bag": Command("find3d.ingest.ingest_bag", "Turn a rosbag2 (sqlite3 / MCAP) into a posed nerfstudio scene."),
     "check-data": Command("find3d.data.check", "Validate a dataset and list every problem with file and entry."),
     "eval": Command("find3d.evaluation.run_eval", "Evaluate a checkpoint on all 2D tasks, with figures."),
     "train-interface": Command("find3d.train.train_interface", "Train the FIND interface on frozen encoders."),

@@ -1,0 +1,463 @@
+"""ingest-bag: rosbag2 recordings (written with the real `rosbags` writer, from a real make-scene scene,
+in both storage plugins) come back as the scene they were made of; bad bags fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from scipy.spatial.transform import Rotation
+
+from find3d.cli import main
+from find3d.data.make_scene import backproject, make_scene
+from find3d.errors import ConfigError, DataError, InputError
+from find3d.ingest.bag import Bag
+from find3d.ingest.config import IngestConfig
+from find3d.ingest.images import decode_colour, decode_depth_mm
+from find3d.ingest.ingest_bag import ingest_bag
+from find3d.ingest.track import PoseTrack
+from find3d.poses import matrix_to_pose, opengl_to_optical, optical_to_opengl, pose_to_matrix
+
+TS = get_typestore(Stores.ROS2_JAZZY)
+T = TS.types
+SIZE = 64
+VIEWS = 8
+T0 = 1_700_000_000 * 10**9  # first image stamp (ns)
+DT = 100_000_000  # 10 Hz
+CAMERA = "camera_optical_frame"
+#: base_link -> camera_optical_frame: a camera 30 cm up, looking forward and slightly down
+EXTRINSIC = pose_to_matrix(np.array([0.1, -0.05, 0.3]),
+                           Rotation.from_euler("zyx", [-90.0, 0.0, -100.0], degrees=True).as_quat())
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scene") / "scene"
+    make_scene(out, seed=1, views=VIEWS, heldout=0, size=SIZE)
+    return out
+
+
+def _transforms(scene: Path) -> dict[str, Any]:
+    return json.loads((scene / "transforms.json").read_text())
+
+
+# ------------------------------------------------------------------------------ writing a bag
+def _header(stamp: int, frame: str) -> Any:
+    time = T["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
+    return T["std_msgs/msg/Header"](stamp=time, frame_id=frame)
+
+
+def _image(rgb: np.ndarray, encoding: str, stamp: int) -> tuple[str, Any]:
+    """A colour frame as an Image (rgb8/bgr8/rgba8/bgra8/mono8) or a CompressedImage (png/jpeg)."""
+    if encoding in ("png", "jpeg"):
+        ok, data = cv2.imencode(f".{encoding}", rgb[..., ::-1])
+        assert ok
+        return "sensor_msgs/msg/CompressedImage", T["sensor_msgs/msg/CompressedImage"](
+            header=_header(stamp, CAMERA), format=encoding, data=data.ravel())
+    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., :1],
+              "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]),
+              "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 7, np.uint8)])}[encoding]
+    return "sensor_msgs/msg/Image", _raw_image(np.ascontiguousarray(pixels), encoding, stamp)
+
+
+def _raw_image(pixels: np.ndarray, encoding: str, stamp: int, pad: int = 0, bigendian: bool = False) -> Any:
+    """An Image message whose rows are padded with ``pad`` bytes (drivers may align rows)."""
+    height, width = pixels.shape[:2]
+    rows = pixels.reshape(height, -1).view(np.uint8)
+    rows = np.concatenate([rows, np.zeros((height, pad), np.uint8)], axis=1)
+    return T["sensor_msgs/msg/Image"](header=_header(stamp, CAMERA), height=height, width=width, encoding=encoding,
+                                      is_bigendian=int(bigendian), step=rows.shape[1], data=rows.ravel())
+
+
+def _depth(mm: np.ndarray, encoding: str, stamp: int) -> Any:
+    pixels = mm if encoding == "16UC1" else np.where(mm > 0, mm / 1000.0, np.nan).astype(np.float32)
+    return _raw_image(pixels[..., None], encoding, stamp)
+
+
+def _camera_info(meta: dict[str, Any], stamp: int) -> Any:
+    # ROS pixel centres are integers, nerfstudio's at +0.5: the ROS principal point is half a pixel less.
+    cx, cy = meta["cx"] - 0.5, meta["cy"] - 0.5
+    k = np.array([meta["fl_x"], 0, cx, 0, meta["fl_y"], cy, 0, 0, 1], dtype=np.float64)
+    p = np.array([meta["fl_x"], 0, cx, 0, 0, meta["fl_y"], cy, 0, 0, 0, 1, 0], dtype=np.float64)
+    roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return T["sensor_msgs/msg/CameraInfo"](
+        header=_header(stamp, CAMERA), height=meta["h"], width=meta["w"], distortion_model="plumb_bob",
+        d=np.array([meta["k1"], meta["k2"], meta["p1"], meta["p2"], 0.0]), k=k, r=np.eye(3).ravel(), p=p,
+        binning_x=0, binning_y=0, roi=roi)
+
+
+def _transform(parent: str, child: str, matrix: np.ndarray, stamp: int) -> Any:
+    translation, quaternion = matrix_to_pose(matrix)
+    return T["geometry_msgs/msg/TransformStamped"](
+        header=_header(stamp, parent), child_frame_id=child,
+        transform=T["geometry_msgs/msg/Transform"](
+            translation=T["geometry_msgs/msg/Vector3"](x=translation[0], y=translation[1], z=translation[2]),
+            rotation=T["geometry_msgs/msg/Quaternion"](x=quaternion[0], y=quaternion[1], z=quaternion[2],
+                                                      w=quaternion[3])))
+
+
+def _pose(matrix: np.ndarray) -> Any:
+    translation, quaternion = matrix_to_pose(matrix)
+    return T["geometry_msgs/msg/Pose"](
+        position=T["geometry_msgs/msg/Point"](x=translation[0], y=translation[1], z=translation[2]),
+        orientation=T["geometry_msgs/msg/Quaternion"](x=quaternion[0], y=quaternion[1], z=quaternion[2],
+                                                     w=quaternion[3]))
+
+
+def _odometry(matrix: np.ndarray, stamp: int) -> Any:
+    covariance = T["geometry_msgs/msg/PoseWithCovariance"](pose=_pose(matrix), covariance=np.zeros(36))
+    zero = T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)
+    twist = T["geometry_msgs/msg/TwistWithCovariance"](twist=T["geometry_msgs/msg/Twist"](linear=zero, angular=zero),
+                                                       covariance=np.zeros(36))
+    return T["nav_msgs/msg/Odometry"](header=_header(stamp, "odom"), child_frame_id="base_link", pose=covariance,
+                                      twist=twist)
+
+
+def _nudge(matrix: np.ndarray, sign: float) -> np.ndarray:
+    """``matrix`` moved by ±2 cm and turned by ±3° about an odd axis: their midpoint (lerp + slerp) is ``matrix``."""
+    out = matrix.copy()
+    out[:3, 3] += sign * np.array([0.02, -0.01, 0.015])
+    out[:3, :3] = matrix[:3, :3] @ Rotation.from_rotvec(sign * np.radians(3.0) * np.array([0.6, 0.0, 0.8])).as_matrix()
+    return out
+
+
+def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str = "rgb8",
+              depth: str | None = "16UC1", poses: str | None = "tf", repeat: int = 1, blurred: frozenset = frozenset(),
+              tf_offset: int = 0, static_child: str = CAMERA, interpolate: bool = False, tf_type: str | None = None,
+              second_camera: bool = False, camera_info: bool = True) -> Path:
+    """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
+    33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
+    meta = _transforms(scene)
+    messages: list[tuple[str, str, int, Any]] = []  # (topic, type, log time, message)
+
+    def add(topic: str, msgtype: str, stamp: int, msg: Any) -> None:
+        messages.append((topic, msgtype, stamp, msg))
+
+    if poses == "tf" and tf_type is None:
+        static = T["tf2_msgs/msg/TFMessage"](transforms=[_transform("base_link", static_child, EXTRINSIC, T0)])
+        add("/tf_static", "tf2_msgs/msg/TFMessage", T0 - 1, static)
+    if tf_type is not None:
+        add("/tf", tf_type, T0 - 1, T["std_msgs/msg/String"](data="not a transform"))
+    for view, frame in enumerate(meta["frames"]):
+        camera = opengl_to_optical(np.asarray(frame["transform_matrix"]))
+        base = camera @ np.linalg.inv(EXTRINSIC)
+        rgb = np.asarray(Image.open(scene / frame["file_path"]).convert("RGB"))
+        if view in blurred:
+            rgb = cv2.GaussianBlur(rgb, (0, 0), 3.0)
+        mm = np.asarray(Image.open(scene / frame["depth_file_path"]))
+        for copy in range(repeat):
+            stamp = T0 + view * DT + copy * 33_000_000
+            if poses == "tf" and tf_type is None:
+                samples = [(stamp - 10_000_000, _nudge(base, -1)), (stamp + 10_000_000, _nudge(base, 1))] \
+                    if interpolate else [(stamp, base)]
+                for when, matrix in samples:
+                    moving = _transform("odom", "base_link", matrix, when + tf_offset)
+                    add("/tf", "tf2_msgs/msg/TFMessage", when, T["tf2_msgs/msg/TFMessage"](transforms=[moving]))
+            elif poses == "odometry":
+                add("/odom", "nav_msgs/msg/Odometry", stamp, _odometry(base, stamp))
+            elif poses == "pose_stamped":
+                add("/camera_pose", "geometry_msgs/msg/PoseStamped", stamp,
+                    T["geometry_msgs/msg/PoseStamped"](header=_header(stamp, "map"), pose=_pose(camera)))
+            msgtype, image = _image(rgb, encoding, stamp)
+            topic = "/camera/color/image_raw" + ("/compressed" if msgtype.endswith("CompressedImage") else "")
+            add(topic, msgtype, stamp + 1, image)
+            if second_camera:
+                add("/camera2/color/image_raw", "sensor_msgs/msg/Image", stamp + 1, _image(rgb, "rgb8", stamp)[1])
+            if depth is not None:
+                add("/camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image", stamp + 2,
+                    _depth(mm, depth, stamp))
+            if camera_info:
+                add("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo", stamp + 3, _camera_info(meta, stamp))
+                if depth is not None:  # a second CameraInfo: the sibling rule must pick the colour one
+                    add("/camera/aligned_depth_to_color/camera_info", "sensor_msgs/msg/CameraInfo", stamp + 3,
+                        _camera_info(meta, stamp))
+    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
+        connections: dict[str, Any] = {}
+        for topic, msgtype, stamp, msg in sorted(messages, key=lambda m: m[2]):
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=TS)
+            writer.write(connections[topic], stamp, TS.serialize_cdr(msg, msgtype))
+    return path
+
+
+def _assert_same_scene(ingested: Path, scene: Path, views: list[int] | None = None, depth: bool = True) -> None:
+    """Poses and intrinsics within 1e-5, images and depth equal, frame by frame (``views`` kept, in order)."""
+    got, want = _transforms(ingested), _transforms(scene)
+    for key in ("fl_x", "fl_y", "cx", "cy", "w", "h", "k1", "k2", "p1", "p2"):
+        assert abs(got[key] - want[key]) <= 1e-5, key
+    assert got["camera_model"] == want["camera_model"] == "OPENCV"
+    views = list(range(len(want["frames"]))) if views is None else views
+    assert len(got["frames"]) == len(views)
+    for frame, view in zip(got["frames"], views):
+        reference = want["frames"][view]
+        np.testing.assert_allclose(frame["transform_matrix"], reference["transform_matrix"], atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(Image.open(ingested / frame["file_path"])),
+                                      np.asarray(Image.open(scene / reference["file_path"]).convert("RGB")))
+        if depth:
+            written = np.asarray(Image.open(ingested / frame["depth_file_path"]))
+            assert written.dtype == np.uint16
+            np.testing.assert_array_equal(written, np.asarray(Image.open(scene / reference["depth_file_path"])))
+        else:
+            assert "depth_file_path" not in frame
+    assert set(got["train_filenames"]) == {f["file_path"] for f in got["frames"]}
+    assert got["val_filenames"] and set(got["val_filenames"]) <= set(got["train_filenames"])
+
+
+def _nothing_left(folder: Path, keep: set[str]) -> None:
+    """Only ``keep`` (the bags) remain: no output and no hidden staging folder."""
+    assert {p.name for p in folder.iterdir()} == keep
+
+
+# ------------------------------------------------------------------------------ conventions
+def test_optical_and_opengl_conversions_are_inverses() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        c2w = pose_to_matrix(rng.normal(size=3), rng.normal(size=4))
+        np.testing.assert_allclose(opengl_to_optical(optical_to_opengl(c2w)), c2w, atol=1e-12)
+        np.testing.assert_allclose(optical_to_opengl(opengl_to_optical(c2w)), c2w, atol=1e-12)
+        optical = opengl_to_optical(c2w)
+        # Same camera centre; optical z (forward) is OpenGL -z, optical y (down) is OpenGL -y.
+        np.testing.assert_allclose(optical[:3, 3], c2w[:3, 3])
+        np.testing.assert_allclose(optical[:3, 2], -c2w[:3, 2])
+        np.testing.assert_allclose(optical[:3, 1], -c2w[:3, 1])
+
+
+def test_a_scene_point_projects_to_its_pixel_through_the_ros_camera(scene: Path) -> None:
+    """A pixel back-projected in nerfstudio's convention lands on the same pixel through the ROS optical pose
+    and the ROS CameraInfo K (pixel centres at integers): the conventions the bag writer and ingest-bag use."""
+    meta = _transforms(scene)
+    frame = meta["frames"][2]
+    depth = np.asarray(Image.open(scene / frame["depth_file_path"])).astype(np.float64) / 1000.0
+    c2w = np.asarray(frame["transform_matrix"])
+    world = backproject(depth, meta["fl_x"], SIZE, c2w)
+    v, u = 20, 41
+    assert depth[v, u] > 0
+    w2c = np.linalg.inv(opengl_to_optical(c2w))
+    camera = w2c[:3, :3] @ world[v, u] + w2c[:3, 3]
+    k = np.asarray(_camera_info(meta, T0).k).reshape(3, 3)
+    pixel = k @ camera
+    np.testing.assert_allclose(pixel[:2] / pixel[2], [u, v], atol=1e-6)
+    assert camera[2] == pytest.approx(depth[v, u])  # z forward is the scene's z-depth
+
+
+def test_pose_track_interpolates_by_slerp_and_refuses_far_stamps() -> None:
+    track = PoseTrack("odom -> base_link")
+    track.add(0, np.zeros(3), Rotation.identity().as_quat())
+    track.add(1000, np.array([2.0, 0.0, 0.0]), Rotation.from_euler("z", 90, degrees=True).as_quat())
+    quarter = track.at(250, tolerance_ns=300)
+    assert quarter is not None
+    np.testing.assert_allclose(quarter[:3, 3], [0.5, 0.0, 0.0])
+    np.testing.assert_allclose(Rotation.from_matrix(quarter[:3, :3]).as_euler("xyz", degrees=True), [0, 0, 22.5],
+                               atol=1e-9)
+    assert track.at(1100, tolerance_ns=200) is not None  # past the end, within tolerance: held
+    assert track.at(1500, tolerance_ns=200) is None
+    assert track.at(500, tolerance_ns=200) is None  # nearest sample 500 ns away
+
+
+def test_every_colour_and_depth_encoding_decodes() -> None:
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    for encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
+        _, msg = _image(rgb, encoding, T0)
+        np.testing.assert_array_equal(decode_colour(msg, "/c"), rgb)
+    _, mono = _image(rgb, "mono8", T0)
+    np.testing.assert_array_equal(decode_colour(mono, "/c"), np.repeat(rgb[..., :1], 3, axis=2))
+    padded = _raw_image(rgb, "rgb8", T0, pad=2)  # rows padded past width * 3
+    np.testing.assert_array_equal(decode_colour(padded, "/c"), rgb)
+    np.testing.assert_array_equal(decode_colour(_image(rgb, "png", T0)[1], "/c"), rgb)
+    smooth = cv2.GaussianBlur(rgb, (0, 0), 2.0)
+    assert np.abs(decode_colour(_image(smooth, "jpeg", T0)[1], "/c").astype(int) - smooth).mean() < 4
+    mm = rng.integers(0, 5000, (12, 10), dtype=np.uint16)
+    np.testing.assert_array_equal(decode_depth_mm(_depth(mm, "16UC1", T0), "/d"), mm)
+    np.testing.assert_array_equal(decode_depth_mm(_depth(mm, "32FC1", T0), "/d"), mm)  # NaN where mm == 0
+    big = _raw_image(mm.astype(">u2")[..., None], "16UC1", T0, bigendian=True)
+    np.testing.assert_array_equal(decode_depth_mm(big, "/d"), mm)
+    with pytest.raises(DataError, match=r"/c: image encoding '8UC3'"):
+        decode_colour(_raw_image(rgb, "8UC3", T0), "/c")
+    with pytest.raises(DataError, match="truncated"):
+        msg = _raw_image(rgb, "rgb8", T0)
+        msg.data = msg.data[:-5]
+        decode_colour(msg, "/c")
+
+
+# ------------------------------------------------------------------------------ round trips
+@pytest.mark.parametrize(("storage", "encoding", "depth"), [
+    ("sqlite3", "rgb8", "16UC1"), ("mcap", "rgb8", "16UC1"), ("mcap", "bgr8", "32FC1"), ("sqlite3", "png", "16UC1"),
+])
+def test_bag_from_a_scene_ingests_back_into_that_scene(scene: Path, tmp_path: Path, storage: str, encoding: str,
+                                                       depth: str) -> None:
+    bag = write_bag(scene, tmp_path / "bag", storage, encoding=encoding, depth=depth)
+    summary = ingest_bag(bag, tmp_path / "out")
+    assert summary.kept == summary.images == VIEWS and not summary.dropped
+    assert summary.poses == f"tf odom -> {CAMERA}"  # no map frame: odom is the default's second choice
+    assert summary.topics["camera_info"] == "/camera/color/camera_info"  # the image topic's sibling
+    _assert_same_scene(tmp_path / "out", scene)
+    _nothing_left(tmp_path, {"bag", "out"})
+
+
+def test_tf_between_image_stamps_is_interpolated(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", interpolate=True, depth=None)
+    ingest_bag(bag, tmp_path / "out")
+    _assert_same_scene(tmp_path / "out", scene, depth=False)
+
+
+@pytest.mark.parametrize("poses", ["odometry", "pose_stamped"])
+def test_poses_from_a_pose_topic_with_an_extrinsic(scene: Path, tmp_path: Path, poses: str) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "sqlite3", poses=poses)
+    extrinsic = None
+    if poses == "odometry":  # the camera in base_link, as the pose topic is the robot's
+        translation, quaternion = matrix_to_pose(EXTRINSIC)
+        extrinsic = [*translation.tolist(), *quaternion.tolist()]
+    summary = ingest_bag(bag, tmp_path / "out", IngestConfig(camera_extrinsic=extrinsic))
+    assert summary.poses == f"pose topic {'/odom' if poses == 'odometry' else '/camera_pose'}"
+    _assert_same_scene(tmp_path / "out", scene)
+
+
+def test_keyframes_drop_duplicates_and_blurred_frames(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", repeat=3, blurred=frozenset({4}))
+    summary = ingest_bag(bag, tmp_path / "out")
+    assert summary.images == 3 * VIEWS
+    # The blurred view's three copies: the first is judged and dropped, the next two are candidates too
+    # (nothing was kept since view 3), so all three go as blurred; the other views keep their first copy.
+    assert summary.dropped == {"duplicate (moved too little)": 2 * (VIEWS - 1), "blurred": 3}
+    _assert_same_scene(tmp_path / "out", scene, views=[v for v in range(VIEWS) if v != 4])
+    # Raising the motion thresholds past the orbit's steps keeps only the first frame.
+    summary = ingest_bag(bag, tmp_path / "out2", IngestConfig(min_translation=10.0, min_rotation=360.0))
+    assert summary.kept == 1
+
+
+def test_cli_ingests_and_reports(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", second_camera=True)
+    out = tmp_path / "out"
+    assert main(["ingest-bag", str(bag), "--out", str(out), "--image-topic", "/camera/color/image_raw",
+                 "--min-rotation", "2.5"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{VIEWS} of {VIEWS} images kept" in printed and "messages/s" in printed
+    _assert_same_scene(out, scene)
+    assert main(["ingest-bag", str(bag), "--out", str(out)]) == 2  # not empty, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["ingest-bag", str(bag), "--out", str(out), "--overwrite",
+                 "--image-topic", "/camera/color/image_raw"]) == 0
+    _assert_same_scene(out, scene)
+    assert main(["ingest-bag", str(bag), "--out", str(tmp_path / "x"), "--blur-ratio", "2"]) == 2
+    assert "--blur-ratio" in capsys.readouterr().err
+    _nothing_left(tmp_path, {"bag", "out"})
+
+
+# ------------------------------------------------------------------------------ bad bags
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_truncated_bag_is_a_data_error(scene: Path, tmp_path: Path, storage: str) -> None:
+    bag = write_bag(scene, tmp_path / "bag", storage)
+    storage_file = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+    data = storage_file.read_bytes()
+    storage_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt") as error:
+        ingest_bag(bag, tmp_path / "out")
+    assert str(bag) in str(error.value)
+    _nothing_left(tmp_path, {"bag"})
+
+
+def _fails(bag: Path, out: Path, match: str, config: IngestConfig | None = None,
+           error: type[Exception] = DataError) -> str:
+    before = {p.name for p in out.parent.iterdir()}
+    with pytest.raises(error, match=match) as raised:
+        ingest_bag(bag, out, config)
+    _nothing_left(out.parent, before)
+    return str(raised.value)
+
+
+def test_wrong_topic_types_name_the_topic_and_the_flag(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "sqlite3", tf_type="std_msgs/msg/String")
+    message = _fails(bag, tmp_path / "out", r"topic /tf has type std_msgs/msg/String")
+    assert "tf2_msgs/msg/TFMessage" in message and "--tf-topic" in message
+    good = write_bag(scene, tmp_path / "good", "sqlite3")
+    with pytest.raises(DataError, match=r"camera_info has type sensor_msgs/msg/CameraInfo.*--image-topic"):
+        ingest_bag(good, tmp_path / "out", IngestConfig(image_topic="/camera/color/camera_info"))
+    with pytest.raises(DataError, match=r"no topic /nope \(--depth-topic\)"):
+        ingest_bag(good, tmp_path / "out", IngestConfig(depth_topic="/nope"))
+    _nothing_left(tmp_path, {"bag", "good"})
+
+
+def test_images_without_poses(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", poses=None)
+    message = _fails(bag, tmp_path / "out", "the images have no poses")
+    assert "/camera/color/image_raw" in message and "--pose-topic" in message
+    # tf recorded, but 10 s off the image stamps (e.g. a second clock): every image is dropped.
+    late = write_bag(scene, tmp_path / "late", "mcap", tf_offset=10 * 10**9)
+    message = _fails(late, tmp_path / "out", f"none of the {VIEWS} images on /camera/color/image_raw was kept")
+    assert "no odom -> base_link transform within the pose tolerance" in message and "--pose-tolerance" in message
+
+
+def test_a_pose_chain_that_never_connects(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "sqlite3", static_child="camera_link")
+    message = _fails(bag, tmp_path / "out", "the camera frame 'camera_optical_frame' is not in the tf tree")
+    assert "odom: base_link, camera_link" in message
+    # The optical frame exists but hangs off a tree the fixed frame is not in.
+    message = _fails(bag, tmp_path / "out", "never connects", IngestConfig(camera_frame="camera_link",
+                                                                         fixed_frame="map"))
+    assert "--fixed-frame" in message
+
+
+def test_ambiguous_or_missing_topics_list_the_bag(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", second_camera=True)
+    message = _fails(bag, tmp_path / "out", "2 colour image topics")
+    assert re.search(r"/camera2/color/image_raw +sensor_msgs/msg/Image", message) and "--image-topic" in message
+    bare = write_bag(scene, tmp_path / "bare", "mcap", camera_info=False)
+    message = _fails(bare, tmp_path / "out", r"no camera info topic \(sensor_msgs/msg/CameraInfo\)")
+    assert "--camera-info-topic" in message
+    _nothing_left(tmp_path, {"bag", "bare"})
+
+
+def test_bad_output_and_options_fail_before_reading(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "sqlite3")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        ingest_bag(bag, tmp_path / "taken")
+    with pytest.raises(InputError, match="not a scene folder"):
+        ingest_bag(bag, tmp_path / "taken", overwrite=True)
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+    with pytest.raises(ConfigError, match="camera_extrinsic"):
+        IngestConfig(camera_extrinsic=[0.0, 1.0])
+    with pytest.raises(InputError, match="not found"):
+        ingest_bag(tmp_path / "missing", tmp_path / "out")
+    with Bag(bag) as opened:  # the reader lists what it found, for the errors above
+        assert opened.types["/tf_static"] == "tf2_msgs/msg/TFMessage" and opened.count(["/tf"]) == VIEWS
+
+
+# ------------------------------------------------------------------------------ like any other scene
+@pytest.mark.slow
+def test_an_ingested_scene_trains_exports_and_answers_queries(scene: Path, tmp_path: Path,
+                                                              tiny_checkpoint: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path / "ingested"
+    assert main(["ingest-bag", str(write_bag(scene, tmp_path / "bag", "mcap")), "--out", str(out)]) == 0
+    assert main(["embed-frames", "--data", str(out), "--checkpoint", str(tiny_checkpoint)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(out),
+         "--max-num-iterations", "60", "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs"),
+         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
+        capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = next((tmp_path / "runs").glob("*/find-field/*/config.yml"))
+    field = tmp_path / "field"
+    assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "2000"]) == 0
+    assert main(["query", "--field", str(field), "mug", "--top-k", "2", "--threshold", "0.5"]) == 0
+    frames = json.loads((field / "frames.json").read_text())["frames"]
+    poses = {f["file_path"]: f["transform_matrix"] for f in _transforms(out)["frames"]}
+    assert len(frames) == 2 and all(np.allclose(hit["c2w"], poses[hit["file_path"]]) for hit in frames)
