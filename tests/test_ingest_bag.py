@@ -15,22 +15,20 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
 from find3d.cli import main
 from find3d.data.make_scene import backproject, make_scene
 from find3d.errors import ConfigError, DataError, InputError
+from find3d.ingest import messages
 from find3d.ingest.bag import Bag
+from find3d.ingest.camera import Intrinsics
 from find3d.ingest.config import IngestConfig
 from find3d.ingest.images import decode_colour, decode_depth_mm
 from find3d.ingest.ingest_bag import ingest_bag
 from find3d.ingest.track import PoseTrack
 from find3d.poses import matrix_to_pose, opengl_to_optical, optical_to_opengl, pose_to_matrix
 
-TS = get_typestore(Stores.ROS2_JAZZY)
-T = TS.types
 SIZE = 64
 VIEWS = 8
 T0 = 1_700_000_000 * 10**9  # first image stamp (ns)
@@ -39,7 +37,6 @@ CAMERA = "camera_optical_frame"
 #: base_link -> camera_optical_frame: a camera 30 cm up, looking forward and slightly down
 EXTRINSIC = pose_to_matrix(np.array([0.1, -0.05, 0.3]),
                            Rotation.from_euler("zyx", [-90.0, 0.0, -100.0], degrees=True).as_quat())
-STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 
 
 @pytest.fixture(scope="module")
@@ -54,75 +51,16 @@ def _transforms(scene: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ writing a bag
-def _header(stamp: int, frame: str) -> Any:
-    time = T["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
-    return T["std_msgs/msg/Header"](stamp=time, frame_id=frame)
-
-
-def _image(rgb: np.ndarray, encoding: str, stamp: int) -> tuple[str, Any]:
-    """A colour frame as an Image (rgb8/bgr8/rgba8/bgra8/mono8) or a CompressedImage (png/jpeg)."""
-    if encoding in ("png", "jpeg"):
-        ok, data = cv2.imencode(f".{encoding}", rgb[..., ::-1])
-        assert ok
-        return "sensor_msgs/msg/CompressedImage", T["sensor_msgs/msg/CompressedImage"](
-            header=_header(stamp, CAMERA), format=encoding, data=data.ravel())
-    pixels = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., :1],
-              "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]),
-              "bgra8": np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 7, np.uint8)])}[encoding]
-    return "sensor_msgs/msg/Image", _raw_image(np.ascontiguousarray(pixels), encoding, stamp)
-
-
-def _raw_image(pixels: np.ndarray, encoding: str, stamp: int, pad: int = 0, bigendian: bool = False) -> Any:
-    """An Image message whose rows are padded with ``pad`` bytes (drivers may align rows)."""
-    height, width = pixels.shape[:2]
-    rows = pixels.reshape(height, -1).view(np.uint8)
-    rows = np.concatenate([rows, np.zeros((height, pad), np.uint8)], axis=1)
-    return T["sensor_msgs/msg/Image"](header=_header(stamp, CAMERA), height=height, width=width, encoding=encoding,
-                                      is_bigendian=int(bigendian), step=rows.shape[1], data=rows.ravel())
-
-
-def _depth(mm: np.ndarray, encoding: str, stamp: int) -> Any:
-    pixels = mm if encoding == "16UC1" else np.where(mm > 0, mm / 1000.0, np.nan).astype(np.float32)
-    return _raw_image(pixels[..., None], encoding, stamp)
-
-
 def _camera_info(meta: dict[str, Any], stamp: int) -> Any:
-    # ROS pixel centres are integers, nerfstudio's at +0.5: the ROS principal point is half a pixel less.
-    cx, cy = meta["cx"] - 0.5, meta["cy"] - 0.5
-    k = np.array([meta["fl_x"], 0, cx, 0, meta["fl_y"], cy, 0, 0, 1], dtype=np.float64)
-    p = np.array([meta["fl_x"], 0, cx, 0, 0, meta["fl_y"], cy, 0, 0, 0, 1, 0], dtype=np.float64)
-    roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
-    return T["sensor_msgs/msg/CameraInfo"](
-        header=_header(stamp, CAMERA), height=meta["h"], width=meta["w"], distortion_model="plumb_bob",
-        d=np.array([meta["k1"], meta["k2"], meta["p1"], meta["p2"], 0.0]), k=k, r=np.eye(3).ravel(), p=p,
-        binning_x=0, binning_y=0, roi=roi)
+    return messages.camera_info_message(Intrinsics.from_transforms(meta), stamp, CAMERA)
 
 
-def _transform(parent: str, child: str, matrix: np.ndarray, stamp: int) -> Any:
-    translation, quaternion = matrix_to_pose(matrix)
-    return T["geometry_msgs/msg/TransformStamped"](
-        header=_header(stamp, parent), child_frame_id=child,
-        transform=T["geometry_msgs/msg/Transform"](
-            translation=T["geometry_msgs/msg/Vector3"](x=translation[0], y=translation[1], z=translation[2]),
-            rotation=T["geometry_msgs/msg/Quaternion"](x=quaternion[0], y=quaternion[1], z=quaternion[2],
-                                                      w=quaternion[3])))
-
-
-def _pose(matrix: np.ndarray) -> Any:
-    translation, quaternion = matrix_to_pose(matrix)
-    return T["geometry_msgs/msg/Pose"](
-        position=T["geometry_msgs/msg/Point"](x=translation[0], y=translation[1], z=translation[2]),
-        orientation=T["geometry_msgs/msg/Quaternion"](x=quaternion[0], y=quaternion[1], z=quaternion[2],
-                                                     w=quaternion[3]))
-
-
-def _odometry(matrix: np.ndarray, stamp: int) -> Any:
-    covariance = T["geometry_msgs/msg/PoseWithCovariance"](pose=_pose(matrix), covariance=np.zeros(36))
-    zero = T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)
-    twist = T["geometry_msgs/msg/TwistWithCovariance"](twist=T["geometry_msgs/msg/Twist"](linear=zero, angular=zero),
-                                                       covariance=np.zeros(36))
-    return T["nav_msgs/msg/Odometry"](header=_header(stamp, "odom"), child_frame_id="base_link", pose=covariance,
-                                      twist=twist)
+def _padded(msg: Any, pad: int) -> Any:
+    """``msg`` with each row padded by ``pad`` bytes past its pixels (drivers may align rows)."""
+    rows = np.asarray(msg.data).reshape(msg.height, msg.step)
+    msg.data = np.concatenate([rows, np.zeros((msg.height, pad), np.uint8)], axis=1).ravel()
+    msg.step += pad
+    return msg
 
 
 def _nudge(matrix: np.ndarray, sign: float) -> np.ndarray:
@@ -140,16 +78,16 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
     """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
     33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
     meta = _transforms(scene)
-    messages: list[tuple[str, str, int, Any]] = []  # (topic, type, log time, message)
+    recorded: list[messages.Recorded] = []
 
     def add(topic: str, msgtype: str, stamp: int, msg: Any) -> None:
-        messages.append((topic, msgtype, stamp, msg))
+        recorded.append(messages.Recorded(topic, msgtype, stamp, msg))
 
     if poses == "tf" and tf_type is None:
-        static = T["tf2_msgs/msg/TFMessage"](transforms=[_transform("base_link", static_child, EXTRINSIC, T0)])
+        static = messages.tf_message([messages.transform_message("base_link", static_child, EXTRINSIC, T0)])
         add("/tf_static", "tf2_msgs/msg/TFMessage", T0 - 1, static)
     if tf_type is not None:
-        add("/tf", tf_type, T0 - 1, T["std_msgs/msg/String"](data="not a transform"))
+        add("/tf", tf_type, T0 - 1, messages.typestore().types[tf_type](data="not a transform"))
     for view, frame in enumerate(meta["frames"]):
         camera = opengl_to_optical(np.asarray(frame["transform_matrix"]))
         base = camera @ np.linalg.inv(EXTRINSIC)
@@ -163,33 +101,27 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
                 samples = [(stamp - 10_000_000, _nudge(base, -1)), (stamp + 10_000_000, _nudge(base, 1))] \
                     if interpolate else [(stamp, base)]
                 for when, matrix in samples:
-                    moving = _transform("odom", "base_link", matrix, when + tf_offset)
-                    add("/tf", "tf2_msgs/msg/TFMessage", when, T["tf2_msgs/msg/TFMessage"](transforms=[moving]))
+                    moving = messages.transform_message("odom", "base_link", matrix, when + tf_offset)
+                    add("/tf", "tf2_msgs/msg/TFMessage", when, messages.tf_message([moving]))
             elif poses == "odometry":
-                add("/odom", "nav_msgs/msg/Odometry", stamp, _odometry(base, stamp))
+                add("/odom", "nav_msgs/msg/Odometry", stamp, messages.odometry(base, stamp, "odom", "base_link"))
             elif poses == "pose_stamped":
-                add("/camera_pose", "geometry_msgs/msg/PoseStamped", stamp,
-                    T["geometry_msgs/msg/PoseStamped"](header=_header(stamp, "map"), pose=_pose(camera)))
-            msgtype, image = _image(rgb, encoding, stamp)
+                add("/camera_pose", "geometry_msgs/msg/PoseStamped", stamp, messages.pose_stamped(camera, stamp, "map"))
+            msgtype, image = messages.image_message(rgb, encoding, stamp, CAMERA)
             topic = "/camera/color/image_raw" + ("/compressed" if msgtype.endswith("CompressedImage") else "")
             add(topic, msgtype, stamp + 1, image)
             if second_camera:
-                add("/camera2/color/image_raw", "sensor_msgs/msg/Image", stamp + 1, _image(rgb, "rgb8", stamp)[1])
+                add("/camera2/color/image_raw", "sensor_msgs/msg/Image", stamp + 1,
+                    messages.image_message(rgb, "rgb8", stamp, CAMERA)[1])
             if depth is not None:
                 add("/camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image", stamp + 2,
-                    _depth(mm, depth, stamp))
+                    messages.depth_message(mm, depth, stamp, CAMERA))
             if camera_info:
                 add("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo", stamp + 3, _camera_info(meta, stamp))
                 if depth is not None:  # a second CameraInfo: the sibling rule must pick the colour one
                     add("/camera/aligned_depth_to_color/camera_info", "sensor_msgs/msg/CameraInfo", stamp + 3,
                         _camera_info(meta, stamp))
-    with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
-        connections: dict[str, Any] = {}
-        for topic, msgtype, stamp, msg in sorted(messages, key=lambda m: m[2]):
-            if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=TS)
-            writer.write(connections[topic], stamp, TS.serialize_cdr(msg, msgtype))
-    return path
+    return messages.write_bag(path, sorted(recorded, key=lambda m: m.log_ns), storage)
 
 
 def _assert_same_scene(ingested: Path, scene: Path, views: list[int] | None = None, depth: bool = True) -> None:
@@ -269,26 +201,28 @@ def test_pose_track_interpolates_by_slerp_and_refuses_far_stamps() -> None:
 def test_every_colour_and_depth_encoding_decodes() -> None:
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
-    for encoding in ("rgb8", "bgr8", "rgba8", "bgra8"):
-        _, msg = _image(rgb, encoding, T0)
+    for encoding in ("rgb8", "bgr8", "rgba8", "bgra8", "png"):
+        msgtype, msg = messages.image_message(rgb, encoding, T0, CAMERA)
+        assert msgtype.endswith("CompressedImage") == (encoding == "png")
         np.testing.assert_array_equal(decode_colour(msg, "/c"), rgb)
-    _, mono = _image(rgb, "mono8", T0)
+    _, mono = messages.image_message(rgb, "mono8", T0, CAMERA)
     np.testing.assert_array_equal(decode_colour(mono, "/c"), np.repeat(rgb[..., :1], 3, axis=2))
-    padded = _raw_image(rgb, "rgb8", T0, pad=2)  # rows padded past width * 3
+    padded = _padded(messages.image_message(rgb, "bgr8", T0, CAMERA)[1], 2)
     np.testing.assert_array_equal(decode_colour(padded, "/c"), rgb)
-    np.testing.assert_array_equal(decode_colour(_image(rgb, "png", T0)[1], "/c"), rgb)
     smooth = cv2.GaussianBlur(rgb, (0, 0), 2.0)
-    assert np.abs(decode_colour(_image(smooth, "jpeg", T0)[1], "/c").astype(int) - smooth).mean() < 4
+    jpeg = messages.image_message(smooth, "jpeg", T0, CAMERA)[1]
+    assert np.abs(decode_colour(jpeg, "/c").astype(int) - smooth).mean() < 4
     mm = rng.integers(0, 5000, (12, 10), dtype=np.uint16)
-    np.testing.assert_array_equal(decode_depth_mm(_depth(mm, "16UC1", T0), "/d"), mm)
-    np.testing.assert_array_equal(decode_depth_mm(_depth(mm, "32FC1", T0), "/d"), mm)  # NaN where mm == 0
-    big = _raw_image(mm.astype(">u2")[..., None], "16UC1", T0, bigendian=True)
-    np.testing.assert_array_equal(decode_depth_mm(big, "/d"), mm)
+    for encoding in ("16UC1", "32FC1"):  # 32FC1 holds NaN where mm == 0
+        np.testing.assert_array_equal(decode_depth_mm(messages.depth_message(mm, encoding, T0, CAMERA), "/d"), mm)
+    big = messages.raw_image(mm.astype(">u2"), "16UC1", T0, CAMERA)
+    assert big.is_bigendian == 1
+    np.testing.assert_array_equal(decode_depth_mm(_padded(big, 4), "/d"), mm)
     with pytest.raises(DataError, match=r"/c: image encoding '8UC3'"):
-        decode_colour(_raw_image(rgb, "8UC3", T0), "/c")
+        decode_colour(messages.raw_image(rgb, "8UC3", T0, CAMERA), "/c")
+    msg = messages.raw_image(rgb, "rgb8", T0, CAMERA)
+    msg.data = msg.data[:-5]
     with pytest.raises(DataError, match="truncated"):
-        msg = _raw_image(rgb, "rgb8", T0)
-        msg.data = msg.data[:-5]
         decode_colour(msg, "/c")
 
 
@@ -450,7 +384,7 @@ def test_an_ingested_scene_trains_exports_and_answers_queries(scene: Path, tmp_p
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(out),
-         "--max-num-iterations", "60", "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs"),
+         "--max-num-iterations", "120", "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs"),
          "--pipeline.datamanager.train-num-rays-per-batch", "384"],
         capture_output=True, text=True, timeout=400, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

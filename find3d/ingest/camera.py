@@ -32,6 +32,15 @@ class Intrinsics:
     camera_model: str = "OPENCV"
     distortion: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_transforms(cls, meta: dict[str, Any]) -> Intrinsics:
+        """The camera of a ``transforms.json`` (the inverse of ``to_transforms``)."""
+        model = str(meta.get("camera_model", "OPENCV"))
+        keys = ("k1", "k2", "k3", "k4") if model == "OPENCV_FISHEYE" else ("k1", "k2", "p1", "p2", "k3")
+        return cls(width=int(meta["w"]), height=int(meta["h"]), fx=float(meta["fl_x"]), fy=float(meta["fl_y"]),
+                   cx=float(meta["cx"]), cy=float(meta["cy"]), camera_model=model,
+                   distortion={key: float(meta.get(key, 0.0)) for key in keys})
+
     def to_transforms(self) -> dict[str, Any]:
         """The camera keys of ``transforms.json`` (make-scene's: OPENCV, fl_x ... h, k1, k2, p1, p2)."""
         keys = {"camera_model": self.camera_model, "fl_x": self.fx, "fl_y": self.fy, "cx": self.cx, "cy": self.cy,
