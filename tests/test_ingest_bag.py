@@ -74,7 +74,7 @@ def _nudge(matrix: np.ndarray, sign: float) -> np.ndarray:
 def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str = "rgb8",
               depth: str | None = "16UC1", poses: str | None = "tf", repeat: int = 1, blurred: frozenset = frozenset(),
               tf_offset: int = 0, static_child: str = CAMERA, interpolate: bool = False, tf_type: str | None = None,
-              second_camera: bool = False, camera_info: bool = True) -> Path:
+              second_camera: bool = False, camera_info: bool = True, map_to_odom: np.ndarray | None = None) -> Path:
     """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
     33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
     meta = _transforms(scene)
@@ -84,7 +84,10 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
         recorded.append(messages.Recorded(topic, msgtype, stamp, msg))
 
     if poses == "tf" and tf_type is None:
-        static = messages.tf_message([messages.transform_message("base_link", static_child, EXTRINSIC, T0)])
+        statics = [messages.transform_message("base_link", static_child, EXTRINSIC, T0)]
+        if map_to_odom is not None:  # with a leading slash, as some ROS 1-era drivers still publish
+            statics.append(messages.transform_message("/map", "odom", map_to_odom, T0))
+        static = messages.tf_message(statics)
         add("/tf_static", "tf2_msgs/msg/TFMessage", T0 - 1, static)
     if tf_type is not None:
         add("/tf", tf_type, T0 - 1, messages.typestore().types[tf_type](data="not a transform"))
@@ -247,6 +250,19 @@ def test_tf_between_image_stamps_is_interpolated(scene: Path, tmp_path: Path) ->
     _assert_same_scene(tmp_path / "out", scene, depth=False)
 
 
+def test_map_is_the_default_fixed_frame_when_the_camera_connects_to_it(scene: Path, tmp_path: Path) -> None:
+    map_to_odom = pose_to_matrix(np.array([1.0, -2.0, 0.1]), Rotation.from_euler("z", 30, degrees=True).as_quat())
+    bag = write_bag(scene, tmp_path / "bag", "mcap", map_to_odom=map_to_odom, depth=None)
+    summary = ingest_bag(bag, tmp_path / "map")
+    assert summary.poses == f"tf map -> {CAMERA}"
+    frames = _transforms(tmp_path / "map")["frames"]
+    for frame, reference in zip(frames, _transforms(scene)["frames"]):
+        np.testing.assert_allclose(frame["transform_matrix"], map_to_odom @ np.asarray(reference["transform_matrix"]),
+                                   atol=1e-5)
+    ingest_bag(bag, tmp_path / "odom", IngestConfig(fixed_frame="odom"))  # the frame odom hangs below map
+    _assert_same_scene(tmp_path / "odom", scene, depth=False)
+
+
 @pytest.mark.parametrize("poses", ["odometry", "pose_stamped"])
 def test_poses_from_a_pose_topic_with_an_extrinsic(scene: Path, tmp_path: Path, poses: str) -> None:
     bag = write_bag(scene, tmp_path / "bag", "sqlite3", poses=poses)
@@ -367,6 +383,9 @@ def test_bad_output_and_options_fail_before_reading(scene: Path, tmp_path: Path)
         IngestConfig(camera_extrinsic=[0.0, 1.0])
     with pytest.raises(InputError, match="not found"):
         ingest_bag(tmp_path / "missing", tmp_path / "out")
+    with pytest.raises(DataError, match=r"no PoseStamped / Odometry topic .* drop --camera-extrinsic"):
+        ingest_bag(bag, tmp_path / "out", IngestConfig(camera_extrinsic=[0.0] * 6 + [1.0]))
+    assert not (tmp_path / "out").exists()
     with Bag(bag) as opened:  # the reader lists what it found, for the errors above
         assert opened.types["/tf_static"] == "tf2_msgs/msg/TFMessage" and opened.count(["/tf"]) == VIEWS
 

@@ -94,17 +94,24 @@ class Bag:
         connections = [c for c in self.connections if c.topic in topics]
         if not connections:
             return
-        stream = self._guard(lambda: iter(self._reader.messages(connections=connections)), "cannot be read")
-        while True:
-            item = self._guard(lambda: next(stream, None), "cannot be read")
-            if item is None:
-                return
-            connection, log_ns, raw = item
-            yield Message(connection.topic, log_ns, self._decode(raw, connection.msgtype, connection.topic))
+        stream = self._guard(lambda: self._reader.messages(connections=connections), "cannot be read")
+        try:
+            while True:
+                item = self._guard(lambda: next(stream, None), "cannot be read")
+                if item is None:
+                    return
+                connection, log_ns, raw = item
+                yield Message(connection.topic, log_ns, self._decode(raw, connection.msgtype, connection.topic))
+        finally:
+            stream.close()
 
     def first(self, topic: str) -> Any:
         """The first message of ``topic`` (None when it has none); used to tell colour from depth streams."""
-        return next((m.msg for m in self.messages([topic])), None)
+        stream = self.messages([topic])
+        try:
+            return next((m.msg for m in stream), None)
+        finally:
+            stream.close()  # releases the storage's cursor now, not when the generator is collected
 
     def _decode(self, raw: bytes, msgtype: str, topic: str) -> Any:
         try:

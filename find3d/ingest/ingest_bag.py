@@ -24,12 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from find3d.config import from_dict
 from find3d.errors import DataError
 from find3d.ingest import keyframes
 from find3d.ingest.bag import CAMERA_INFO, COMPRESSED_IMAGE, IMAGE, ODOMETRY, POSE_STAMPED, TF_MESSAGE, Bag
+from find3d.ingest.camera import Intrinsics, intrinsics_from_camera_info
 from find3d.ingest.config import NO_DEPTH, IngestConfig
+from find3d.ingest.images import decode_colour, decode_depth_mm, is_compressed_depth, is_depth, sharpness
+from find3d.ingest.keyframes import KeyframeSelector
+from find3d.ingest.scene import SceneWriter
+from find3d.ingest.sources import PoseSource, TopicPoses, add_pose_message, extrinsic_matrix, tf_poses
+from find3d.ingest.tf import TransformTree, stamp_ns
+from find3d.ingest.track import PoseTrack
 from find3d.poses import optical_to_opengl
 
 _NS = 1_000_000_000
@@ -46,7 +54,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(IngestConfig):
         hint = hints[f.name]
         kind = next((a for a in typing.get_args(hint) if a is not type(None)), hint)  # X | None -> X
-        options: dict[str, Any] = {"default": None, "help": f"{f.metadata['help']} (default: {f.default!r})"}
+        shown = "" if f.default in ("", None) else f" (default: {f.default})"  # the help says what empty means
+        options: dict[str, Any] = {"default": None, "help": f.metadata["help"] + shown}
         if typing.get_origin(kind) is list:
             options.update(nargs="+", type=typing.get_args(kind)[0], metavar="V")
         else:
@@ -108,10 +117,6 @@ class _Topics:
 def ingest_bag(bag_path: str | Path, out: str | Path, config: IngestConfig | None = None,
                overwrite: bool = False) -> IngestSummary:
     """Ingest ``bag_path`` into the scene folder ``out``; raises DataError / InputError on a bad bag."""
-    from tqdm import tqdm
-
-    from find3d.ingest.scene import SceneWriter
-
     config = config or IngestConfig()
     start = time.perf_counter()
     writer = SceneWriter(out, overwrite)  # refuses a bad --out before any of the bag is read
@@ -143,8 +148,6 @@ def _resolve_topics(bag: Bag, config: IngestConfig) -> _Topics:
         if topic not in firsts:
             firsts[topic] = bag.first(topic)
         return firsts[topic]
-
-    from find3d.ingest.images import is_compressed_depth, is_depth
 
     colour_types = (IMAGE, COMPRESSED_IMAGE)
     colour = None if config.image_topic else sorted(
@@ -189,6 +192,10 @@ def _pose_topics(bag: Bag, config: IngestConfig) -> tuple[str | None, list[str]]
             bag.check_type(topic, (TF_MESSAGE,), "--tf-topic" if topic == config.tf_topic else "--tf-static-topic")
         return None, tf
     candidates = sorted(t for t, kind in bag.types.items() if kind in pose_types)
+    if not candidates and tf:
+        raise DataError(f"bag {bag.path}: --camera-extrinsic places the camera on a pose topic's body, but the bag "
+                        f"has no PoseStamped / Odometry topic (its poses are on {' and '.join(tf)}); drop "
+                        "--camera-extrinsic to use tf.")
     if not candidates:
         raise DataError(f"bag {bag.path}: the images have no poses: there is no {config.tf_topic} or "
                         f"{config.tf_static_topic} topic and no PoseStamped / Odometry topic; the bag's topics are:\n"
@@ -204,16 +211,11 @@ class _Context:
     camera: dict[str, Any]
     width: int
     height: int
-    poses: Any  # a find3d.ingest.sources.PoseSource
+    poses: PoseSource
     depth_stamps: np.ndarray
 
 
-def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: Any) -> _Context:
-    from find3d.ingest.camera import Intrinsics, intrinsics_from_camera_info
-    from find3d.ingest.sources import TopicPoses, add_pose_message, extrinsic_matrix, tf_poses
-    from find3d.ingest.tf import TransformTree, stamp_ns
-    from find3d.ingest.track import PoseTrack
-
+def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _Context:
     tree, track = TransformTree(), PoseTrack(topics.pose or "")
     intrinsics: Intrinsics | None = None
     depth_stamps: list[int] = []
@@ -242,7 +244,7 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: Any) -> _C
         if not len(track):
             raise DataError(f"bag {bag.path}: the pose topic {topics.pose} has no messages; record the robot's "
                             "poses with the images, or pass --pose-topic with another topic.")
-        poses: Any = TopicPoses(topics.pose, track, extrinsic_matrix(config.camera_extrinsic), tolerance)
+        poses: PoseSource = TopicPoses(topics.pose, track, extrinsic_matrix(config.camera_extrinsic), tolerance)
     else:
         frame = config.camera_frame or topics.first_image.header.frame_id.lstrip("/")
         if not frame:
@@ -253,13 +255,9 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: Any) -> _C
                     np.unique(np.array(depth_stamps, dtype=np.int64)))
 
 
-def _read_frames(bag: Bag, topics: _Topics, context: _Context, config: IngestConfig, writer: Any,
-                 summary: IngestSummary, bar: Any) -> list[dict[str, Any]]:
+def _read_frames(bag: Bag, topics: _Topics, context: _Context, config: IngestConfig, writer: SceneWriter,
+                 summary: IngestSummary, bar: tqdm) -> list[dict[str, Any]]:
     """The second pass: choose, decode and write the frames; returns their transforms.json entries."""
-    from find3d.ingest.images import decode_colour, decode_depth_mm, sharpness
-    from find3d.ingest.keyframes import KeyframeSelector
-    from find3d.ingest.tf import stamp_ns
-
     selector = KeyframeSelector(config.min_translation, config.min_rotation, config.min_sharpness,
                                 config.blur_ratio, config.sharpness_window)
     depth_tolerance = int(config.depth_tolerance * _NS)
