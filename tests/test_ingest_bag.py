@@ -74,7 +74,8 @@ def _nudge(matrix: np.ndarray, sign: float) -> np.ndarray:
 def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str = "rgb8",
               depth: str | None = "16UC1", poses: str | None = "tf", repeat: int = 1, blurred: frozenset = frozenset(),
               tf_offset: int = 0, static_child: str = CAMERA, interpolate: bool = False, tf_type: str | None = None,
-              second_camera: bool = False, camera_info: bool = True, map_to_odom: np.ndarray | None = None) -> Path:
+              second_camera: bool = False, camera_info: bool = True, map_to_odom: np.ndarray | None = None,
+              period: int = DT, late_view: int | None = None) -> Path:
     """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
     33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
     meta = _transforms(scene)
@@ -99,7 +100,7 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
             rgb = cv2.GaussianBlur(rgb, (0, 0), 3.0)
         mm = np.asarray(Image.open(scene / frame["depth_file_path"]))
         for copy in range(repeat):
-            stamp = T0 + view * DT + copy * 33_000_000
+            stamp = T0 + view * period + copy * 33_000_000
             if poses == "tf" and tf_type is None:
                 samples = [(stamp - 10_000_000, _nudge(base, -1)), (stamp + 10_000_000, _nudge(base, 1))] \
                     if interpolate else [(stamp, base)]
@@ -112,7 +113,7 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
                 add("/camera_pose", "geometry_msgs/msg/PoseStamped", stamp, messages.pose_stamped(camera, stamp, "map"))
             msgtype, image = messages.image_message(rgb, encoding, stamp, CAMERA)
             topic = "/camera/color/image_raw" + ("/compressed" if msgtype.endswith("CompressedImage") else "")
-            add(topic, msgtype, stamp + 1, image)
+            add(topic, msgtype, stamp + (period * VIEWS if view == late_view else 1), image)
             if second_camera:
                 add("/camera2/color/image_raw", "sensor_msgs/msg/Image", stamp + 1,
                     messages.image_message(rgb, "rgb8", stamp, CAMERA)[1])
@@ -286,6 +287,17 @@ def test_keyframes_drop_duplicates_and_blurred_frames(scene: Path, tmp_path: Pat
     # Raising the motion thresholds past the orbit's steps keeps only the first frame.
     summary = ingest_bag(bag, tmp_path / "out2", IngestConfig(min_translation=10.0, min_rotation=360.0))
     assert summary.kept == 1
+
+
+def test_a_colour_image_logged_long_after_its_depth_is_dropped_whole(scene: Path, tmp_path: Path) -> None:
+    """View 0's colour is logged after all others, 4 s after its depth, which has left the depth cache
+    by then: the frame goes (counted as no depth), and no file of it remains."""
+    bag = write_bag(scene, tmp_path / "bag", "sqlite3", period=500_000_000, late_view=0)
+    summary = ingest_bag(bag, tmp_path / "out")
+    assert summary.kept == VIEWS - 1 and summary.dropped == {"no depth within tolerance": 1}
+    _assert_same_scene(tmp_path / "out", scene, views=list(range(1, VIEWS)))
+    assert len(list((tmp_path / "out" / "images").iterdir())) == VIEWS - 1
+    assert len(list((tmp_path / "out" / "depths").iterdir())) == VIEWS - 1
 
 
 def test_cli_ingests_and_reports(scene: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

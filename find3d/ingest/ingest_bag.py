@@ -258,72 +258,98 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _
 def _read_frames(bag: Bag, topics: _Topics, context: _Context, config: IngestConfig, writer: SceneWriter,
                  summary: IngestSummary, bar: tqdm) -> list[dict[str, Any]]:
     """The second pass: choose, decode and write the frames; returns their transforms.json entries."""
-    selector = KeyframeSelector(config.min_translation, config.min_rotation, config.min_sharpness,
-                                config.blur_ratio, config.sharpness_window)
-    depth_tolerance = int(config.depth_tolerance * _NS)
-    frames: dict[str, dict[str, Any]] = {}  # by image file name, in the order they were kept
-    wanted: dict[int, list[str]] = {}  # depth stamp -> frames waiting for that depth image
-    cache: dict[int, Any] = {}  # depth stamp -> recent depth message, for colour images logged after it
-
-    def write_depth(name: str, msg: Any) -> None:
-        depth = decode_depth_mm(msg, str(topics.depth))
-        if depth.shape != (context.height, context.width):
-            raise DataError(f"{topics.depth}: depth images are {depth.shape[1]}x{depth.shape[0]} but the colour "
-                            f"camera is {context.width}x{context.height}; record depth aligned to the colour "
-                            "camera (e.g. the driver's align_depth option), or pass --depth-topic none.")
-        writer.write_depth(name, depth)
-
+    frames = _Frames(topics, context, config, writer, summary)
     for message in bag.messages(topics.large()):
         bar.update()
-        msg, stamp = message.msg, stamp_ns(message.msg.header.stamp) or message.log_ns
+        stamp = stamp_ns(message.msg.header.stamp) or message.log_ns  # a zero stamp: the driver never set it
         if message.topic == topics.depth:
-            for name in wanted.pop(stamp, []):
-                write_depth(name, msg)
-            cache[stamp] = msg
-            continue
-        summary.images += 1
-        for old in [s for s in cache if s < stamp - depth_tolerance - int(_DEPTH_CACHE_S * _NS)]:
-            del cache[old]
-        c2w, why = context.poses.camera_to_world(stamp)
-        if c2w is None:
-            summary.dropped[f"{keyframes.NO_POSE} ({why})"] += 1
-            continue
-        partner = _nearest(context.depth_stamps, stamp, depth_tolerance) if topics.depth else None
-        if topics.depth and partner is None:
-            summary.dropped[keyframes.NO_DEPTH] += 1
-            continue
-        if not selector.moved_enough(c2w):
-            summary.dropped[keyframes.DUPLICATE] += 1
-            continue
-        rgb = decode_colour(msg, topics.image)
-        if rgb.shape[:2] != (context.height, context.width):
-            raise DataError(f"{topics.image}: images are {rgb.shape[1]}x{rgb.shape[0]} but {topics.camera_info} "
-                            f"describes {context.width}x{context.height}; pass --camera-info-topic with this "
-                            "camera's info.")
-        if not selector.sharp_enough(sharpness(rgb)):
-            summary.dropped[keyframes.BLURRED] += 1
-            continue
-        selector.keep(c2w)
-        name = writer.name(len(frames))
-        writer.write_image(name, rgb)
+            frames.depth(stamp, message.msg)
+        else:
+            frames.colour(stamp, message.msg)
+    return frames.finish()
+
+
+class _Frames:
+    """The kept frames of the second pass, and the depth images on their way to them."""
+
+    def __init__(self, topics: _Topics, context: _Context, config: IngestConfig, writer: SceneWriter,
+                 summary: IngestSummary) -> None:
+        self.topics, self.context, self.writer, self.summary = topics, context, writer, summary
+        self.selector = KeyframeSelector(config.min_translation, config.min_rotation, config.min_sharpness,
+                                         config.blur_ratio, config.sharpness_window)
+        self.depth_tolerance = int(config.depth_tolerance * _NS)
+        self.frames: dict[str, dict[str, Any]] = {}  # by image file name, in the order they were kept
+        self.wanted: dict[int, list[str]] = {}  # depth stamp -> kept frames waiting for that depth image
+        self.cache: dict[int, Any] = {}  # depth stamp -> recent depth message, for colour logged after it
+
+    def depth(self, stamp: int, msg: Any) -> None:
+        for name in self.wanted.pop(stamp, []):
+            self._write_depth(name, msg)
+        self.cache[stamp] = msg
+
+    def colour(self, stamp: int, msg: Any) -> None:
+        self.summary.images += 1
+        horizon = stamp - self.depth_tolerance - int(_DEPTH_CACHE_S * _NS)
+        for old in [s for s in self.cache if s < horizon]:
+            del self.cache[old]
+        kept = self._choose(stamp, msg)
+        if isinstance(kept, str):
+            self.summary.dropped[kept] += 1
+            return
+        c2w, partner, rgb = kept
+        self.selector.keep(c2w)
+        name = self.writer.name(len(self.frames))
+        self.writer.write_image(name, rgb)
         frame = {"file_path": f"images/{name}", "transform_matrix": optical_to_opengl(c2w).tolist()}
         if partner is not None:
             frame["depth_file_path"] = f"depths/{name}"
-            if partner in cache:
-                write_depth(name, cache[partner])
+            if partner in self.cache:
+                self._write_depth(name, self.cache[partner])
             else:
-                wanted.setdefault(partner, []).append(name)
-        frame["stamp_ns"] = stamp
-        frames[name] = frame
-    # Depth seen in the first pass but evicted from the cache before its colour image came: rare
-    # (colour logged over a second after its depth); such frames go, as they have no depth file. The
-    # numbering keeps their gap: transforms.json lists the files, nothing relies on consecutive names.
-    for names in wanted.values():
-        for name in names:
-            writer.remove(name)
-            del frames[name]
-            summary.dropped[keyframes.NO_DEPTH] += 1
-    return list(frames.values())
+                self.wanted.setdefault(partner, []).append(name)
+        self.frames[name] = {**frame, "stamp_ns": stamp}
+
+    def _choose(self, stamp: int, msg: Any) -> tuple[np.ndarray, int | None, np.ndarray] | str:
+        """(optical camera-to-world, depth stamp, RGB) of a frame to keep, or why it is dropped.
+
+        The cheap checks come first, so that frames dropped for pose, depth or motion are never decoded."""
+        c2w, why = self.context.poses.camera_to_world(stamp)
+        if c2w is None:
+            return f"{keyframes.NO_POSE} ({why})"
+        partner = _nearest(self.context.depth_stamps, stamp, self.depth_tolerance) if self.topics.depth else None
+        if self.topics.depth and partner is None:
+            return keyframes.NO_DEPTH
+        if not self.selector.moved_enough(c2w):
+            return keyframes.DUPLICATE
+        rgb = decode_colour(msg, self.topics.image)
+        if rgb.shape[:2] != (self.context.height, self.context.width):
+            raise DataError(f"{self.topics.image}: images are {rgb.shape[1]}x{rgb.shape[0]} but "
+                            f"{self.topics.camera_info} describes {self.context.width}x{self.context.height}; "
+                            "pass --camera-info-topic with this camera's info.")
+        if not self.selector.sharp_enough(sharpness(rgb)):
+            return keyframes.BLURRED
+        return c2w, partner, rgb
+
+    def _write_depth(self, name: str, msg: Any) -> None:
+        depth = decode_depth_mm(msg, str(self.topics.depth))
+        if depth.shape != (self.context.height, self.context.width):
+            raise DataError(f"{self.topics.depth}: depth images are {depth.shape[1]}x{depth.shape[0]} but the "
+                            f"colour camera is {self.context.width}x{self.context.height}; record depth aligned "
+                            "to the colour camera (e.g. the driver's align_depth option), or pass --depth-topic none.")
+        self.writer.write_depth(name, depth)
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The frames, less those whose depth never streamed past.
+
+        That is rare: the depth image was seen in the first pass but left the cache before its colour
+        image came (colour logged over a second after it). The numbering keeps their gap:
+        transforms.json lists the files, nothing relies on consecutive names."""
+        for names in self.wanted.values():
+            for name in names:
+                self.writer.remove(name)
+                del self.frames[name]
+                self.summary.dropped[keyframes.NO_DEPTH] += 1
+        return list(self.frames.values())
 
 
 def _splits(frames: list[dict[str, Any]]) -> dict[str, list[str]]:
