@@ -75,7 +75,7 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
               depth: str | None = "16UC1", poses: str | None = "tf", repeat: int = 1, blurred: frozenset = frozenset(),
               tf_offset: int = 0, static_child: str = CAMERA, interpolate: bool = False, tf_type: str | None = None,
               second_camera: bool = False, camera_info: bool = True, map_to_odom: np.ndarray | None = None,
-              period: int = DT, late_view: int | None = None) -> Path:
+              period: int = DT, late_view: int | None = None, zero_quaternion_view: int | None = None) -> Path:
     """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
     33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
     meta = _transforms(scene)
@@ -106,6 +106,9 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
                     if interpolate else [(stamp, base)]
                 for when, matrix in samples:
                     moving = messages.transform_message("odom", "base_link", matrix, when + tf_offset)
+                    if view == zero_quaternion_view:  # a publisher bug seen in the wild: an unset orientation
+                        moving.transform.rotation.w = 0.0
+                        moving.transform.rotation.x = moving.transform.rotation.y = moving.transform.rotation.z = 0.0
                     add("/tf", "tf2_msgs/msg/TFMessage", when, messages.tf_message([moving]))
             elif poses == "odometry":
                 add("/odom", "nav_msgs/msg/Odometry", stamp, messages.odometry(base, stamp, "odom", "base_link"))
@@ -350,6 +353,11 @@ def test_wrong_topic_types_name_the_topic_and_the_flag(scene: Path, tmp_path: Pa
     with pytest.raises(DataError, match=r"no topic /nope \(--depth-topic\)"):
         ingest_bag(good, tmp_path / "out", IngestConfig(depth_topic="/nope"))
     _nothing_left(tmp_path, {"bag", "good"})
+
+
+def test_a_transform_that_is_not_rigid_names_its_edge(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", zero_quaternion_view=3)
+    _fails(bag, tmp_path / "out", r"/tf odom -> base_link at \d+ ns: .* quaternion \[0\.0, 0\.0, 0\.0, 0\.0\]")
 
 
 def test_images_without_poses(scene: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import DataError
-from find3d.ingest.track import PoseTrack
+from find3d.ingest.track import PoseTrack, checked
 from find3d.poses import pose_to_matrix
 
 
@@ -64,9 +64,9 @@ class TransformTree:
             self._topic_of[child] = topic
             translation, rotation = vector(transform.transform.translation), quaternion(transform.transform.rotation)
             if static:
-                self.static[child] = pose_to_matrix(translation, rotation)
+                self.static[child] = pose_to_matrix(*checked(translation, rotation, f"{topic} {parent} -> {child}"))
             else:
-                track = self.moving.setdefault(child, PoseTrack(f"{parent} -> {child}"))
+                track = self.moving.setdefault(child, PoseTrack(f"{topic} {parent} -> {child}"))
                 track.add(stamp_ns(transform.header.stamp), translation, rotation)
 
     @property

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from find3d.errors import DataError
 from find3d.poses import pose_to_matrix
+
+
+def checked(translation: np.ndarray, quaternion: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """A recorded transform as float arrays; NaNs or an all-zero quaternion (a publisher bug) are a DataError."""
+    translation, quaternion = np.asarray(translation, np.float64), np.asarray(quaternion, np.float64)
+    if not (np.all(np.isfinite(translation)) and np.all(np.isfinite(quaternion))
+            and np.linalg.norm(quaternion) > 1e-9):
+        raise DataError(f"{where}: translation {translation.tolist()} and quaternion {quaternion.tolist()} are not "
+                        "a rigid transform; fix the publisher and re-record.")
+    return translation, quaternion
 
 
 @dataclass
@@ -25,7 +36,7 @@ class PoseTrack:
 
     def add(self, stamp_ns: int, translation: np.ndarray, quaternion: np.ndarray) -> None:
         # A repeated stamp replaces the earlier sample (tf2 keeps the latest one too).
-        self._samples[int(stamp_ns)] = (np.asarray(translation, np.float64), np.asarray(quaternion, np.float64))
+        self._samples[int(stamp_ns)] = checked(translation, quaternion, f"{self.name} at {stamp_ns} ns")
         self._stamps = None
 
     def __len__(self) -> int:
@@ -39,13 +50,11 @@ class PoseTrack:
         self._translations = np.stack([self._samples[int(s)][0] for s in stamps])
         quaternions = np.stack([self._samples[int(s)][1] for s in stamps])
         self._rotations = Rotation.from_quat(quaternions / np.linalg.norm(quaternions, axis=1, keepdims=True))
+        # Every sample as a matrix once: most images fall exactly on (or are held at) a sample.
+        self._matrices = np.tile(np.eye(4), (len(stamps), 1, 1))
+        self._matrices[:, :3, :3] = self._rotations.as_matrix()
+        self._matrices[:, :3, 3] = self._translations
         self._stamps = stamps
-
-    def span_ns(self) -> tuple[int, int]:
-        if self._stamps is None:
-            self._finish()
-        assert self._stamps is not None
-        return int(self._stamps[0]), int(self._stamps[-1])
 
     def at(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray | None:
         """(4, 4) transform at ``stamp_ns``; None when no sample lies within ``tolerance_ns`` of it."""
@@ -69,7 +78,7 @@ class PoseTrack:
         return self._interpolate(before, after, stamp_ns)
 
     def _matrix(self, index: int) -> np.ndarray:
-        return pose_to_matrix(self._translations[index], self._rotations[index].as_quat())
+        return self._matrices[index].copy()
 
     def _interpolate(self, before: int, after: int, stamp_ns: int) -> np.ndarray:
         assert self._stamps is not None
