@@ -7,6 +7,7 @@ camera-to-world poses and OPENCV intrinsics, ``images/``, ``depths/`` in uint16 
 One module per concern: ``bag`` (reading, topic discovery), ``images`` (pixel decoding, sharpness),
 ``camera`` (CameraInfo intrinsics), ``track`` (a pose time series with interpolation), ``tf`` (the
 transform tree), ``sources`` (camera poses from tf or a pose topic), ``keyframes`` (motion and
-sharpness selection), ``scene`` (the all-or-nothing output folder) and ``ingest_bag`` (the command).
-Only the standard library, numpy, scipy, PIL and cv2 are used: no ROS install is needed.
+sharpness selection), ``scene`` (the all-or-nothing output folder), ``ingest_bag`` (the command) and
+``messages`` (the other direction: scene data as ROS messages, and a bag writer, to record a scene).
+Besides the pure-Python ``rosbags``, only numpy, scipy, PIL, cv2 and tqdm are used: no ROS install.
 """
