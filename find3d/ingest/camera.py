@@ -2,8 +2,8 @@
 
 ROS (like OpenCV) puts pixel *centres* at integer coordinates, so pixel (0, 0) spans [-0.5, 0.5];
 nerfstudio (like COLMAP and OpenGL) casts a pixel's ray through its centre at +0.5, so pixel (0, 0)
-spans [0, 1]. The principal point therefore moves by half a pixel: ``cx = K[0, 2] + 0.5``,
-``cy = K[1, 2] + 0.5``; focal lengths and distortion coefficients are unchanged.
+spans [0, 1]. The principal point therefore moves by ``find3d.poses.PIXEL_CENTRE_OFFSET`` (half a
+pixel): ``cx = K[0, 2] + 0.5``, ``cy = K[1, 2] + 0.5``; focal lengths and distortion are unchanged.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import DataError
-
-#: ROS pixel centres at integers vs nerfstudio's at +0.5 (see the module docstring)
-PIXEL_CENTRE_SHIFT = 0.5
+from find3d.poses import PIXEL_CENTRE_OFFSET
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def intrinsics_from_camera_info(msg: Any, topic: str) -> Intrinsics:
                         "find3d reads full-resolution images only; record without binning or ROI.")
     camera_model, distortion = _distortion(str(msg.distortion_model), np.asarray(msg.d, dtype=np.float64), topic)
     return Intrinsics(width=int(msg.width), height=int(msg.height), fx=fx, fy=fy,
-                      cx=float(k[0, 2]) + PIXEL_CENTRE_SHIFT, cy=float(k[1, 2]) + PIXEL_CENTRE_SHIFT,
+                      cx=float(k[0, 2]) + PIXEL_CENTRE_OFFSET, cy=float(k[1, 2]) + PIXEL_CENTRE_OFFSET,
                       camera_model=camera_model, distortion=distortion)
 
 

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from find3d.errors import InputError
-from find3d.ingest.camera import PIXEL_CENTRE_SHIFT, Intrinsics
-from find3d.poses import matrix_to_pose
+from find3d.ingest.camera import Intrinsics
+from find3d.poses import PIXEL_CENTRE_OFFSET, matrix_to_pose
 
 
 class Recorded(NamedTuple):
@@ -92,7 +92,7 @@ def camera_info_message(intrinsics: Intrinsics, stamp_ns: int, frame: str) -> An
     """The CameraInfo of ``intrinsics`` (ROS pixel centres: the principal point half a pixel back)."""
     if intrinsics.camera_model != "OPENCV":
         raise InputError(f"camera model {intrinsics.camera_model}: only OPENCV (plumb_bob) is written.")
-    cx, cy = intrinsics.cx - PIXEL_CENTRE_SHIFT, intrinsics.cy - PIXEL_CENTRE_SHIFT
+    cx, cy = intrinsics.cx - PIXEL_CENTRE_OFFSET, intrinsics.cy - PIXEL_CENTRE_OFFSET
     fx, fy = intrinsics.fx, intrinsics.fy
     d = [intrinsics.distortion.get(key, 0.0) for key in ("k1", "k2", "p1", "p2", "k3")]
     roi = _new("sensor_msgs/msg/RegionOfInterest", x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
