@@ -323,15 +323,27 @@ def test_cli_ingests_and_reports(scene: Path, tmp_path: Path, capsys: pytest.Cap
 
 # ------------------------------------------------------------------------------ bad bags
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
-def test_a_truncated_bag_is_a_data_error(scene: Path, tmp_path: Path, storage: str) -> None:
+@pytest.mark.parametrize("kept", [0.5, 0.99])  # sqlite3 at 99% opens, and fails reading a message page
+def test_a_truncated_bag_is_a_data_error(scene: Path, tmp_path: Path, storage: str, kept: float) -> None:
     bag = write_bag(scene, tmp_path / "bag", storage)
     storage_file = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
     data = storage_file.read_bytes()
-    storage_file.write_bytes(data[: len(data) // 2])
+    storage_file.write_bytes(data[: int(len(data) * kept)])
     with pytest.raises(DataError, match="truncated or corrupt") as error:
         ingest_bag(bag, tmp_path / "out")
     assert str(bag) in str(error.value)
     _nothing_left(tmp_path, {"bag"})
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_storage_file_alone_ingests_and_a_folder_without_metadata_is_a_data_error(
+        scene: Path, tmp_path: Path, storage: str) -> None:
+    bag = write_bag(scene, tmp_path / "bag", storage, depth=None)
+    (bag / "metadata.yaml").unlink()
+    _fails(bag, tmp_path / "out", "no metadata.yaml; pass its .db3 / .mcap file")
+    storage_file = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+    ingest_bag(storage_file, tmp_path / "out")
+    _assert_same_scene(tmp_path / "out", scene, depth=False)
 
 
 def _fails(bag: Path, out: Path, match: str, config: IngestConfig | None = None,

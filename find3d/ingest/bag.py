@@ -24,16 +24,17 @@ TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 ODOMETRY = "nav_msgs/msg/Odometry"
 
-_FIX_CORRUPT = ("the recording is truncated or corrupt; re-record it, or for an interrupted sqlite3 / MCAP "
-                "recording try `ros2 bag reindex` on a ROS 2 machine")
+_FIX_CORRUPT = ("the recording is truncated or corrupt; re-record it, or repair a copy of an interrupted one "
+                "(`ros2 bag reindex` for sqlite3, `mcap recover` for MCAP)")
 
 
 def _reader_errors() -> tuple[type[BaseException], ...]:
     """What the storage plugins raise on files they cannot read (imported lazily: rosbags is optional)."""
+    import apsw  # rosbags' sqlite3 driver; its errors surface raw when a page is read mid-iteration
     from rosbags.highlevel import AnyReaderError
     from rosbags.rosbag2 import ReaderError
 
-    return (AnyReaderError, ReaderError, sqlite3.DatabaseError, EOFError, struct.error, OSError)
+    return (AnyReaderError, ReaderError, apsw.Error, sqlite3.DatabaseError, EOFError, struct.error, OSError)
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,13 @@ class Bag:
                              ".db3 / .mcap file.")
         if self.path.suffix == ".bag":
             raise InputError(f"bag {self.path}: a ROS 1 bag; convert it with `rosbags-convert` to rosbag2 first.")
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            raise DataError(f"bag {self.path}: the folder has no metadata.yaml; pass its .db3 / .mcap file "
+                            "instead, or recreate the metadata with `ros2 bag reindex`.")
         # Jazzy's definitions decode bags that carry none (sqlite3 bags before version 9); bags that do
         # carry their definitions (MCAP, recent sqlite3) are decoded with their own.
-        self._reader = AnyReader([self.path], default_typestore=get_typestore(Stores.ROS2_JAZZY))
+        typestore = get_typestore(Stores.ROS2_JAZZY)
+        self._reader = self._guard(lambda: AnyReader([self.path], default_typestore=typestore), "cannot be opened")
         self._guard(self._reader.open, "cannot be opened")
         self.connections = list(self._reader.connections)
         self.types: dict[str, str] = {c.topic: c.msgtype for c in self.connections}
