@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+# A DDS domain of this run's own, so two runs on one machine (or a developer's nodes) never meet.
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
@@ -52,3 +54,32 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
     overrides = [f"data={tiny_dataset}", f"output_dir={out}", *TINY_TRAIN_OVERRIDES]
     config = load_config(TrainInterfaceConfig, None, overrides)
     return train_interface(config) / "checkpoints" / "last.pt"
+
+
+@pytest.fixture(scope="session")
+def pipeline(tiny_checkpoint, tmp_path_factory):
+    """A real field through the CLI: make-scene -> embed-frames -> ns-train find-field (depth-supervised) ->
+    export-field; shared by the 3D pipeline and the ROS 2 tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from find3d.cli import main
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pipeline")
+    scene, field = root / "scene", root / "field"
+    assert main(["make-scene", "--out", str(scene), "--views", "12", "--heldout", "3", "--size", "64"]) == 0
+    assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(scene),
+         "--max-num-iterations", "120", "--vis", "tensorboard", "--output-dir", str(root / "runs"),
+         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
+        capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    config = next((root / "runs").glob("*/find-field/*/config.yml"))
+    assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "4000"]) == 0
+    return {"scene": scene, "field": field, "checkpoint": tiny_checkpoint, "root": root}

@@ -4,39 +4,13 @@ checkpoint) → ns-train find-field → export-field → query (text, image crop
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from find3d.cli import main
-
-BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def pipeline(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Scene, trained run and export built with the CLI; the field is trained with depth supervision."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("pipeline")
-    scene, field = root / "scene", root / "field"
-    assert main(["make-scene", "--out", str(scene), "--views", "12", "--heldout", "3", "--size", "64"]) == 0
-    assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(BIN / "ns-train"), "find-field", "--data", str(scene), "--max-num-iterations", "120",
-         "--vis", "tensorboard", "--output-dir", str(root / "runs"),
-         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
-        capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    config = next((root / "runs").glob("*/find-field/*/config.yml"))
-    assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "4000"]) == 0
-    return {"scene": scene, "field": field, "checkpoint": tiny_checkpoint, "root": root}
 
 
 @pytest.mark.slow

@@ -35,6 +35,8 @@ from find3d.interface.syntax import PLACEHOLDER, parse_query
 
 #: images per forward pass when embedding many images (retrieval): bounded memory, still batched
 CHUNK = 8
+#: query texts whose class-space vectors ``encode_query`` keeps
+TEXT_CACHE = 1024
 
 
 @dataclass
@@ -188,9 +190,10 @@ def _boxes(boxes: Sequence[Sequence[float]], size: tuple[int, int]) -> list[tupl
     return out
 
 
-def _entry(entry: str | InterleaveEntry, base_dir: str | Path) -> InterleaveEntry:
+def _entry(entry: str | InterleaveEntry, base_dir: str | Path, images: Sequence[Any] | None = None,
+           masks: Sequence[Any | None] | None = None) -> InterleaveEntry:
     if isinstance(entry, str):
-        return parse_query(entry, base_dir)
+        return parse_query(entry, base_dir, images, masks)
     if isinstance(entry, InterleaveEntry):
         return entry
     raise InputError(f"interleave entry: got {type(entry).__name__}; pass a query string such as "
@@ -257,6 +260,7 @@ class Interface:
         self._image_size = int(dataset.image_size)
         self._canvas = int(dataset.eval_max_size or dataset.image_size)
         self._class_prompt = loaded.model.interface.config.class_prompt
+        self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Interface:
@@ -495,26 +499,46 @@ class Interface:
         """``(D,)`` image-level vector (retrieval space: frame localisation)."""
         return self._image_vectors([image])[0]
 
-    def encode_query(self, query: str | InterleaveEntry | Any, base_dir: str | Path = ".") -> torch.Tensor:
+    def encode_query(self, query: str | InterleaveEntry | Any, base_dir: str | Path = ".",
+                     images: Sequence[Any] | None = None, masks: Sequence[Any | None] | None = None) -> torch.Tensor:
         """``(D,)`` unit vector in the per-pixel space of ``embed_pixels``, for scoring a 3D field.
 
         Text is embedded like a class name (through ``class_prompt``); an image crop (array, PIL, or
         ``Path``; or a query string that is only ``<image:...>``) is the mean per-pixel embedding under
-        the crop / its mask; an interleave entry is the normalised mean of its words' vector and its
-        references' vectors, so an entry without references is exactly its text.
+        the crop / its mask; an interleave entry is the normalised mean of its entities' vectors
+        (``encode_entities``), so an entry without references is exactly its text. ``images`` /
+        ``masks``: what ``<image:N>`` names (see ``find3d.interface.syntax``).
         """
         if isinstance(query, (str, InterleaveEntry)):
-            entry = _entry(query, base_dir)
-            parts = [self._region_vector(e.ref.image, e.ref.mask) for e in entry.entities if e.ref is not None]
-            words = _sentence_text(entry)
-            if words:
-                with torch.no_grad():
-                    text = self.model.encode_texts([self._class_prompt.format(words)], kind="class")[0]
-                parts.insert(0, text.float().cpu())
-            if not parts:
-                raise InputError(f"query {query!r}: nothing to embed; pass words or an <image:...> reference")
-            return F.normalize(torch.stack(parts).mean(0), dim=0)
+            vectors = [vector for _, vector in self.encode_entities(query, base_dir, images, masks)]
+            return F.normalize(torch.stack(vectors).mean(0), dim=0)
         return self._region_vector(query, None)
+
+    def encode_entities(self, query: str | InterleaveEntry, base_dir: str | Path = ".",
+                        images: Sequence[Any] | None = None, masks: Sequence[Any | None] | None = None,
+                        ) -> list[tuple[str, torch.Tensor]]:
+        """``(label, (D,) unit vector)`` per entity of a query: its words (if any), then each visual reference
+        in sentence order (label: the reference's file, or ``<image:N>``)."""
+        entry = _entry(query, base_dir, images, masks)
+        parts = [(e.ref.source, self._region_vector(e.ref.image, e.ref.mask)) for e in entry.entities
+                 if e.ref is not None]
+        words = _sentence_text(entry)
+        if words:
+            parts.insert(0, (words, self._text_vector(self._class_prompt.format(words))))
+        if not parts:
+            raise InputError(f"query {query!r}: nothing to embed; pass words or an <image:...> reference")
+        return parts
+
+    def _text_vector(self, text: str) -> torch.Tensor:
+        """The class-space vector of ``text``, cached: the model is frozen, and robots ask the same things again."""
+        vector = self._text_cache.get(text)
+        if vector is None:
+            with torch.no_grad():
+                vector = self.model.encode_texts([text], kind="class")[0].float().cpu()
+            if len(self._text_cache) >= TEXT_CACHE:
+                self._text_cache.pop(next(iter(self._text_cache)))  # oldest first: dicts keep insertion order
+            self._text_cache[text] = vector
+        return vector
 
     def _region_vector(self, image: Any, mask: np.ndarray | None) -> torch.Tensor:
         """Mean per-pixel embedding of ``image`` under ``mask`` (whole image when None), normalised."""

@@ -6,12 +6,18 @@
 
 Plain text without ``<image:...>`` is a text query; a query that is only ``<image:...>`` is an
 image-crop query. Paths are relative to ``base_dir`` (default: the current directory).
+
+Where the images travel with the query (a ROS 2 request, a Python caller holding arrays),
+``parse_query(text, images=[...], masks=[...])`` reads ``<image:N>`` as the N-th of ``images``,
+its region being ``masks[N]`` (when given and not None) or a ``#box=`` suffix.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,16 +31,28 @@ _FORM = "<image:path[#mask.png|#box=x0,y0,x1,y1]>"
 PLACEHOLDER = "<image>"
 
 
-def parse_query(text: str, base_dir: str | Path = ".") -> InterleaveEntry:
-    """Parse ``text`` into an ``InterleaveEntry`` whose visual entities carry loaded ``VisualRef``s."""
-    if not text or not text.strip():
+def parse_query(text: str, base_dir: str | Path = ".", images: Sequence[Any] | None = None,
+                masks: Sequence[Any | None] | None = None) -> InterleaveEntry:
+    """Parse ``text`` into an ``InterleaveEntry`` whose visual entities carry loaded ``VisualRef``s.
+
+    With ``images``, ``<image:N>`` names ``images[N]`` (see the module docstring) instead of a file.
+    """
+    if not isinstance(text, str):
+        raise InputError(f"query: got {type(text).__name__}; pass text such as 'the mug next to <image:keys.png>'")
+    if masks is not None and (images is None or len(masks) not in (0, len(images))):
+        raise InputError(f"masks: {len(masks)} given for {0 if images is None else len(images)} images; "
+                         "pass none, or one per image (None for a whole image)")
+    if not text.strip():
         raise InputError("empty query: pass a phrase, an <image:path> reference, or both")
     if text.count("<") != text.count(">"):
         raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as {_FORM}")
     sentence, entities, cursor = "", [], 0
     for match in _TOKEN.finditer(text):
         sentence += text[cursor : match.start()]
-        ref = _load_ref(match.group(1).strip(), match.group(2), Path(base_dir), text)
+        if images is None:
+            ref = _load_ref(match.group(1).strip(), match.group(2), Path(base_dir), text)
+        else:
+            ref = _indexed_ref(match.group(1).strip(), match.group(2), images, masks or (), text)
         span = (len(sentence), len(sentence) + len(PLACEHOLDER))
         sentence += PLACEHOLDER
         entities.append(InterleaveEntity(text=PLACEHOLDER, span=span, target=np.zeros((0, 0), bool), ref=ref))
@@ -66,6 +84,40 @@ def _load_ref(path_text: str, selector: str | None, base_dir: Path, query: str) 
     if not mask.any():
         raise InputError(f"query {query!r}: the reference region in {path} is empty; select a non-empty mask or box")
     return VisualRef(image=image, mask=mask, source=str(path))
+
+
+def _indexed_ref(index_text: str, selector: str | None, images: Sequence[Any], masks: Sequence[Any | None],
+                 query: str) -> VisualRef:
+    """``<image:N>``: the N-th in-memory image, its region ``masks[N]`` or a ``#box=`` selector."""
+    from find3d.fileio import as_rgb_array
+
+    if not index_text.isdigit() or int(index_text) >= len(images):
+        fix = (f"it carries {len(images)}: use <image:0> ... <image:{len(images) - 1}>" if images
+               else "it carries none: send the image with the query, or drop the reference")
+        raise InputError(f"query {query!r}: <image:{index_text}> names no image; {fix}")
+    index = int(index_text)
+    image = as_rgb_array(images[index], f"image {index}")
+    height, width = image.shape[:2]
+    region = masks[index] if index < len(masks) else None
+    if selector is not None and not selector.startswith("box="):
+        raise InputError(f"query {query!r}: <image:{index}#{selector}>: with in-memory images only #box=x0,y0,x1,y1 "
+                         "selects a region; send the region as that image's mask instead")
+    if selector is not None and region is not None:
+        raise InputError(f"query {query!r}: image {index} has both a mask and #{selector}; keep one of them")
+    if selector is not None:
+        mask = _box_mask(selector[4:], height, width, query)
+    elif region is None:
+        mask = np.ones((height, width), bool)
+    else:
+        mask = np.asarray(region)
+        mask = mask.max(axis=-1) if mask.ndim == 3 else mask
+        if mask.shape != (height, width):
+            raise InputError(f"query {query!r}: mask {index} is {mask.shape[1] if mask.ndim == 2 else '?'}x"
+                             f"{mask.shape[0]} but image {index} is {width}x{height}; send a mask of the image's size")
+        mask = mask > 0
+    if not mask.any():
+        raise InputError(f"query {query!r}: the region of image {index} is empty; select a non-empty mask or box")
+    return VisualRef(image=image, mask=mask, source=f"<image:{index}>")
 
 
 def _box_mask(spec: str, height: int, width: int, query: str) -> np.ndarray:

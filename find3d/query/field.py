@@ -26,7 +26,7 @@ code is stored dimension-major so each chunk is one wide (K, d+1) x (d+1, n) pro
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -191,23 +191,23 @@ class Field:
         return out
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
-              interface: Any | None = None, base_dir: str | os.PathLike = ".") -> QueryResult:
+              interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
+              masks: Sequence[Any | None] | None = None) -> QueryResult:
         """Relevancy of every point, the points at or above ``threshold`` and the ``top_k_frames`` best frames.
 
         With ``interface`` (a ``find3d.Interface``), ``query`` is text, interleaved text (references
-        relative to ``base_dir``) or an image crop, and ``negatives`` phrases (default the canonical
-        ones); without it both are embeddings.
+        relative to ``base_dir``, or ``<image:N>`` naming ``images[N]`` with optional ``masks[N]``) or
+        an image crop, and ``negatives`` phrases (default the canonical ones); without it both are
+        embeddings.
         """
         if not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold {threshold}: relevancy lies in [0, 1]; pick e.g. 0.5.")
         embedding = query
         if interface is not None:
-            embedding = encode(interface, query, base_dir)
-            phrases = CANONICAL_NEGATIVES if negatives is None else negatives
-            negatives = np.stack([encode(interface, phrase, base_dir) for phrase in phrases]) if phrases else None
+            embedding = encode(interface, query, base_dir, images, masks)
+            negatives = encode_negatives(interface, negatives, base_dir)
         relevancy = self.relevancy(embedding, negatives)
-        selected = np.flatnonzero(relevancy >= threshold)
-        order = selected[np.argsort(-relevancy[selected], kind="stable")]
+        order = select(relevancy, threshold)
         frames = self.rank_frames(relevancy, order, top_k_frames)
         return QueryResult(relevancy, order, relevancy[order], threshold, frames)
 
@@ -274,14 +274,27 @@ class Field:
                         width=int(entry["w"]), height=int(entry["h"]))
 
 
-def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".") -> np.ndarray:
+def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
+           masks: Sequence[Any | None] | None = None) -> np.ndarray:
     """(D,) float32 unit embedding of text, an interleaved query or an image crop (a ``Path`` is an image)."""
     if isinstance(query, str) and not query.strip():
         raise InputError("query: empty text; pass words, an <image:...> reference or --image CROP.")
-    vector = interface.encode_query(query, base_dir=base_dir)
+    vector = interface.encode_query(query, base_dir=base_dir, images=images, masks=masks)
     if hasattr(vector, "detach"):
         vector = vector.detach().float().cpu().numpy()
     return np.asarray(vector, dtype=np.float32)
+
+
+def encode_negatives(interface: Any, negatives: Any | None, base_dir: str | os.PathLike = ".") -> np.ndarray | None:
+    """(K, D) embeddings of negative phrases (None: the canonical ones; empty: no negatives -> None)."""
+    phrases = CANONICAL_NEGATIVES if negatives is None else negatives
+    return np.stack([encode(interface, phrase, base_dir) for phrase in phrases]) if phrases else None
+
+
+def select(relevancy: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of the points at or above ``threshold``, most relevant first (ties in index order)."""
+    selected = np.flatnonzero(relevancy >= threshold)
+    return selected[np.argsort(-relevancy[selected], kind="stable")]
 
 
 def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:

@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_interface(field: Any, checkpoint: Path | None) -> Any:
-    """The interface of ``--checkpoint``, else of the checkpoint recorded in the export."""
+def load_interface(field: Any, checkpoint: Path | None, device: str = "auto") -> Any:
+    """The interface of ``checkpoint``, else of the checkpoint recorded in the export; one whose embedding
+    width differs from the field's cannot have embedded it and is refused."""
     from find3d import Interface
 
     recorded = field.meta.get("checkpoint")
@@ -71,7 +72,12 @@ def load_interface(field: Any, checkpoint: Path | None) -> Any:
         where = "" if path is None else f" ({path} is gone)"
         raise InputError(f"{field.root}: no interface checkpoint recorded{where}; pass --checkpoint CKPT "
                          "(the one `find3d embed-frames` used).")
-    return Interface.from_checkpoint(path)
+    interface = Interface.from_checkpoint(path, device=device)
+    if interface.dim != field.dim:
+        raise InputError(f"checkpoint {path} embeds into {interface.dim} dimensions but the field {field.root} "
+                         f"holds {field.dim}-d embeddings: it was not made with this interface; pass the "
+                         "checkpoint `find3d embed-frames` used for its scene.")
+    return interface
 
 
 def write_result(field: Any, result: Any, out: Path, query: str) -> None:
