@@ -129,8 +129,8 @@ class Bag:
         """Every topic with its type and message count, one per line (for error messages)."""
         if not self.types:
             return "  (the bag has no topics)"
-        width = max(len(t) for t in self.types)
-        return "\n".join(f"  {topic:<{width}}  {msgtype}  ({self.counts.get(topic, 0)} messages)"
+        width, type_width = max(len(t) for t in self.types), max(len(t) for t in self.types.values())
+        return "\n".join(f"  {topic:<{width}}  {msgtype:<{type_width}}  ({self.counts.get(topic, 0)} messages)"
                          for topic, msgtype in sorted(self.types.items()))
 
     def check_type(self, topic: str, wanted: Collection[str], flag: str) -> None:
