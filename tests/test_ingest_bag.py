@@ -22,7 +22,7 @@ from find3d.data.make_scene import backproject, make_scene
 from find3d.errors import ConfigError, DataError, InputError
 from find3d.ingest import messages
 from find3d.ingest.bag import Bag
-from find3d.ingest.camera import Intrinsics
+from find3d.ingest.camera import Intrinsics, intrinsics_from_camera_info
 from find3d.ingest.config import IngestConfig
 from find3d.ingest.images import decode_colour, decode_depth_mm
 from find3d.ingest.ingest_bag import ingest_bag
@@ -220,6 +220,8 @@ def test_every_colour_and_depth_encoding_decodes() -> None:
     jpeg = messages.image_message(smooth, "jpeg", T0, CAMERA)[1]
     assert np.abs(decode_colour(jpeg, "/c").astype(int) - smooth).mean() < 4
     mm = rng.integers(0, 5000, (12, 10), dtype=np.uint16)
+    mono16 = messages.raw_image(mm, "mono16", T0, CAMERA)  # how some drivers label millimetre depth
+    np.testing.assert_array_equal(decode_depth_mm(mono16, "/d"), mm)
     for encoding in ("16UC1", "32FC1"):  # 32FC1 holds NaN where mm == 0
         np.testing.assert_array_equal(decode_depth_mm(messages.depth_message(mm, encoding, T0, CAMERA), "/d"), mm)
     big = messages.raw_image(mm.astype(">u2"), "16UC1", T0, CAMERA)
@@ -231,6 +233,23 @@ def test_every_colour_and_depth_encoding_decodes() -> None:
     msg.data = msg.data[:-5]
     with pytest.raises(DataError, match="truncated"):
         decode_colour(msg, "/c")
+
+
+def test_camera_info_distortion_models_and_uncalibrated_cameras(scene: Path) -> None:
+    info = _camera_info(_transforms(scene), T0)
+    info.d = np.array([0.1, -0.05, 0.001, 0.002, 0.01])
+    camera = intrinsics_from_camera_info(info, "/info").to_transforms()
+    assert camera["camera_model"] == "OPENCV"
+    assert [camera[k] for k in ("k1", "k2", "p1", "p2", "k3")] == [0.1, -0.05, 0.001, 0.002, 0.01]
+    info.distortion_model, info.d = "equidistant", np.array([0.2, 0.01, -0.003, 0.0004])
+    camera = intrinsics_from_camera_info(info, "/info").to_transforms()
+    assert camera["camera_model"] == "OPENCV_FISHEYE" and camera["k4"] == 0.0004
+    info.distortion_model, info.d = "rational_polynomial", np.array([0.1, 0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0])
+    with pytest.raises(DataError, match=r"/info: rational_polynomial .* rectify"):
+        intrinsics_from_camera_info(info, "/info")
+    info.distortion_model, info.d, info.k = "plumb_bob", np.zeros(5), np.zeros(9)
+    with pytest.raises(DataError, match=r"/info: .* uncalibrated"):
+        intrinsics_from_camera_info(info, "/info")
 
 
 # ------------------------------------------------------------------------------ round trips
