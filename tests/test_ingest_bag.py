@@ -282,7 +282,7 @@ def test_map_is_the_default_fixed_frame_when_the_camera_connects_to_it(scene: Pa
     for frame, reference in zip(frames, _transforms(scene)["frames"]):
         np.testing.assert_allclose(frame["transform_matrix"], map_to_odom @ np.asarray(reference["transform_matrix"]),
                                    atol=1e-5)
-    ingest_bag(bag, tmp_path / "odom", IngestConfig(fixed_frame="odom"))  # the frame odom hangs below map
+    ingest_bag(bag, tmp_path / "odom", IngestConfig(fixed_frame="/odom"))  # odom hangs below map; "/" as tf2
     _assert_same_scene(tmp_path / "odom", scene, depth=False)
 
 

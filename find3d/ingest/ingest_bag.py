@@ -246,8 +246,8 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _
                             "poses with the images, or pass --pose-topic with another topic.")
         poses: PoseSource = TopicPoses(topics.pose, track, extrinsic_matrix(config.camera_extrinsic), tolerance)
     else:
-        frame = config.camera_frame or topics.first_image.header.frame_id.lstrip("/")
-        if not frame:
+        frame = config.camera_frame or topics.first_image.header.frame_id
+        if not frame.lstrip("/"):
             raise DataError(f"{topics.image}: the images carry no header.frame_id, so their tf frame is unknown; "
                             "pass --camera-frame with the camera's optical frame.")
         poses = tf_poses(tree, config.fixed_frame, frame, tolerance, " + ".join(topics.tf))

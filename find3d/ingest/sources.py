@@ -50,6 +50,7 @@ class TfPoses:
 def tf_poses(tree: TransformTree, fixed_frame: str, camera_frame: str, tolerance_ns: int,
              topics: str) -> TfPoses:
     """Check that the chain exists (choosing the default fixed frame) before any image is read."""
+    fixed_frame, camera_frame = fixed_frame.lstrip("/"), camera_frame.lstrip("/")  # as tf2 (and TransformTree)
     if camera_frame not in tree.frames:
         raise DataError(f"{topics}: the camera frame {camera_frame!r} is not in the tf tree (trees: "
                         f"{'; '.join(tree.trees()) or 'none'}); record its transforms (e.g. the camera driver's "
