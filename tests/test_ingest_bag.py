@@ -75,7 +75,8 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
               depth: str | None = "16UC1", poses: str | None = "tf", repeat: int = 1, blurred: frozenset = frozenset(),
               tf_offset: int = 0, static_child: str = CAMERA, interpolate: bool = False, tf_type: str | None = None,
               second_camera: bool = False, camera_info: bool = True, map_to_odom: np.ndarray | None = None,
-              period: int = DT, late_view: int | None = None, zero_quaternion_view: int | None = None) -> Path:
+              period: int = DT, late_view: int | None = None, zero_quaternion_view: int | None = None,
+              static: bool = True) -> Path:
     """A bag of the scene's views as a robot would record them: views 100 ms apart (each ``repeat`` times,
     33 ms apart, as a 30 Hz camera standing still), /tf odom -> base_link, /tf_static base_link -> camera."""
     meta = _transforms(scene)
@@ -84,7 +85,7 @@ def write_bag(scene: Path, path: Path, storage: str = "sqlite3", encoding: str =
     def add(topic: str, msgtype: str, stamp: int, msg: Any) -> None:
         recorded.append(messages.Recorded(topic, msgtype, stamp, msg))
 
-    if poses == "tf" and tf_type is None:
+    if poses is not None and tf_type is None and static:
         statics = [messages.transform_message("base_link", static_child, EXTRINSIC, T0)]
         if map_to_odom is not None:  # with a leading slash, as some ROS 1-era drivers still publish
             statics.append(messages.transform_message("/map", "odom", map_to_odom, T0))
@@ -286,16 +287,29 @@ def test_map_is_the_default_fixed_frame_when_the_camera_connects_to_it(scene: Pa
     _assert_same_scene(tmp_path / "odom", scene, depth=False)
 
 
-@pytest.mark.parametrize("poses", ["odometry", "pose_stamped"])
-def test_poses_from_a_pose_topic_with_an_extrinsic(scene: Path, tmp_path: Path, poses: str) -> None:
+@pytest.mark.parametrize(("poses", "given", "source"), [
+    ("odometry", False, f"/tf_static base_link -> {CAMERA}"),  # the robot's static tf places the camera
+    ("odometry", True, "--camera-extrinsic"),
+    ("pose_stamped", False, "the camera's own pose"),
+])
+def test_poses_from_a_pose_topic(scene: Path, tmp_path: Path, poses: str, given: bool, source: str) -> None:
+    """No /tf in these bags (only /tf_static), so the pose topic is found by type."""
     bag = write_bag(scene, tmp_path / "bag", "sqlite3", poses=poses)
     extrinsic = None
-    if poses == "odometry":  # the camera in base_link, as the pose topic is the robot's
+    if given:  # the camera in base_link, as the odometry is the robot's
         translation, quaternion = matrix_to_pose(EXTRINSIC)
         extrinsic = [*translation.tolist(), *quaternion.tolist()]
     summary = ingest_bag(bag, tmp_path / "out", IngestConfig(camera_extrinsic=extrinsic))
-    assert summary.poses == f"pose topic {'/odom' if poses == 'odometry' else '/camera_pose'}"
+    topic = "/odom" if poses == "odometry" else "/camera_pose"
+    assert summary.poses == f"pose topic {topic}, camera by {source}"
     _assert_same_scene(tmp_path / "out", scene)
+
+
+def test_odometry_without_an_extrinsic_or_static_tf(scene: Path, tmp_path: Path) -> None:
+    bag = write_bag(scene, tmp_path / "bag", "mcap", poses="odometry", static=False)
+    message = _fails(bag, tmp_path / "out", "/odom: its poses are of 'base_link', but the camera frame is "
+                                            "'camera_optical_frame'")
+    assert "--camera-extrinsic X Y Z QX QY QZ QW" in message
 
 
 def test_keyframes_drop_duplicates_and_blurred_frames(scene: Path, tmp_path: Path) -> None:

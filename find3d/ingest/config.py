@@ -29,8 +29,8 @@ class IngestConfig:
         "sensor_msgs/CameraInfo of the colour camera; empty: the only one, or the image topic's sibling "
         "'camera_info' (ROS naming).", "")
     pose_topic: str = doc(
-        "geometry_msgs/PoseStamped or nav_msgs/Odometry topic of the robot (or camera); empty: use tf_topic "
-        "and tf_static_topic when the bag has them, else the bag's only pose topic.", "")
+        "geometry_msgs/PoseStamped or nav_msgs/Odometry topic of the robot (or camera); empty: tf when the bag "
+        "has tf_topic (or no pose topic), else the bag's only pose topic.", "")
     tf_topic: str = doc("Topic of the moving transforms (tf2_msgs/TFMessage).", "/tf")
     tf_static_topic: str = doc("Topic of the static transforms (tf2_msgs/TFMessage).", "/tf_static")
     fixed_frame: str = doc(
@@ -38,8 +38,9 @@ class IngestConfig:
     camera_frame: str = doc(
         "The colour camera's optical frame (x right, y down, z forward); empty: the images' header frame_id.", "")
     camera_extrinsic: list[float] | None = doc(
-        "With a pose topic: the camera optical frame in the pose's child (body) frame as x y z qx qy qz qw; "
-        "empty: identity (the pose topic is the camera's own optical-frame pose).", None)
+        "With a pose topic: the camera optical frame in the pose's body frame as x y z qx qy qz qw; empty: "
+        "the tf_static chain from an Odometry's child_frame_id to the camera frame (a PoseStamped, or an "
+        "Odometry of the camera frame itself, is the camera's own pose).", None)
     pose_tolerance: float = doc(
         "Seconds: an image gets a pose only when every transform of its chain has a sample this close to the "
         "image's stamp (interpolated between the samples on either side; held past the first or last).", 0.05)

@@ -180,28 +180,32 @@ def _resolve_topics(bag: Bag, config: IngestConfig) -> _Topics:
 
 
 def _pose_topics(bag: Bag, config: IngestConfig) -> tuple[str | None, list[str]]:
-    """(pose topic, []) or (None, tf topics): tf when the bag has it, unless a pose topic is asked for."""
+    """(pose topic or None for tf mode, the tf topics to read).
+
+    tf mode when the bag records moving transforms (or only tf, no pose topic) and no pose topic or
+    extrinsic is asked for. With a pose topic, /tf_static is still read (unless an extrinsic is given):
+    it holds the camera's place on the robot."""
     pose_types = (POSE_STAMPED, ODOMETRY)
+    tf = [t for t in (config.tf_topic, config.tf_static_topic) if t in bag.types]
+    for topic in tf:
+        bag.check_type(topic, (TF_MESSAGE,), "--tf-topic" if topic == config.tf_topic else "--tf-static-topic")
+    statics = [config.tf_static_topic] if config.tf_static_topic in tf and config.camera_extrinsic is None else []
     if config.pose_topic:
         bag.check_type(config.pose_topic, pose_types, "--pose-topic")
-        return config.pose_topic, []
-    # An extrinsic only makes sense with a pose topic: then the bag's one pose topic, even beside tf.
-    tf = [t for t in (config.tf_topic, config.tf_static_topic) if t in bag.types]
-    if tf and config.camera_extrinsic is None:
-        for topic in tf:
-            bag.check_type(topic, (TF_MESSAGE,), "--tf-topic" if topic == config.tf_topic else "--tf-static-topic")
-        return None, tf
+        return config.pose_topic, statics
     candidates = sorted(t for t, kind in bag.types.items() if kind in pose_types)
-    if not candidates and tf:
+    if tf and config.camera_extrinsic is None and (config.tf_topic in tf or not candidates):
+        return None, tf
+    if candidates:
+        return bag.choose("pose", "--pose-topic", pose_types, "", candidates), statics
+    if tf:
         raise DataError(f"bag {bag.path}: --camera-extrinsic places the camera on a pose topic's body, but the bag "
                         f"has no PoseStamped / Odometry topic (its poses are on {' and '.join(tf)}); drop "
                         "--camera-extrinsic to use tf.")
-    if not candidates:
-        raise DataError(f"bag {bag.path}: the images have no poses: there is no {config.tf_topic} or "
-                        f"{config.tf_static_topic} topic and no PoseStamped / Odometry topic; the bag's topics are:\n"
-                        f"{bag.topic_table()}\nrecord tf (or the robot's odometry) together with the images, or "
-                        "pass --tf-topic / --pose-topic if the poses are there under another name.")
-    return bag.choose("pose", "--pose-topic", pose_types, "", candidates), []
+    raise DataError(f"bag {bag.path}: the images have no poses: there is no {config.tf_topic} or "
+                    f"{config.tf_static_topic} topic and no PoseStamped / Odometry topic; the bag's topics are:\n"
+                    f"{bag.topic_table()}\nrecord tf (or the robot's odometry) together with the images, or "
+                    "pass --tf-topic / --pose-topic if the poses are there under another name.")
 
 
 @dataclass
@@ -219,6 +223,7 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _
     tree, track = TransformTree(), PoseTrack(topics.pose or "")
     intrinsics: Intrinsics | None = None
     depth_stamps: list[int] = []
+    body = ""  # the frame an Odometry topic gives the pose of (its child_frame_id)
     for message in bag.messages(topics.small()):
         bar.update()
         msg = message.msg
@@ -226,6 +231,7 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _
             tree.add(msg, static=message.topic == config.tf_static_topic, topic=message.topic)
         elif message.topic == topics.pose:
             add_pose_message(track, msg, message.log_ns)
+            body = body or str(getattr(msg, "child_frame_id", "")).lstrip("/")
         elif message.topic == topics.depth:
             depth_stamps.append(stamp_ns(msg.header.stamp) or message.log_ns)
         elif message.topic == topics.camera_info:
@@ -240,19 +246,40 @@ def _read_small(bag: Bag, topics: _Topics, config: IngestConfig, bar: tqdm) -> _
         raise DataError(f"bag {bag.path}: {topics.camera_info} has no messages, so the camera's intrinsics are "
                         "unknown; record the camera_info topic with the images, or pass --camera-info-topic.")
     tolerance = int(config.pose_tolerance * _NS)
+    frame = (config.camera_frame or str(topics.first_image.header.frame_id)).lstrip("/")
     if topics.pose:
         if not len(track):
             raise DataError(f"bag {bag.path}: the pose topic {topics.pose} has no messages; record the robot's "
                             "poses with the images, or pass --pose-topic with another topic.")
-        poses: PoseSource = TopicPoses(topics.pose, track, extrinsic_matrix(config.camera_extrinsic), tolerance)
+        extrinsic, how = _extrinsic(config, tree, body, frame, topics.pose)
+        poses: PoseSource = TopicPoses(topics.pose, track, extrinsic, tolerance, how)
     else:
-        frame = config.camera_frame or topics.first_image.header.frame_id
-        if not frame.lstrip("/"):
+        if not frame:
             raise DataError(f"{topics.image}: the images carry no header.frame_id, so their tf frame is unknown; "
                             "pass --camera-frame with the camera's optical frame.")
         poses = tf_poses(tree, config.fixed_frame, frame, tolerance, " + ".join(topics.tf))
     return _Context(intrinsics.to_transforms(), intrinsics.width, intrinsics.height, poses,
                     np.unique(np.array(depth_stamps, dtype=np.int64)))
+
+
+def _extrinsic(config: IngestConfig, tree: TransformTree, body: str, camera: str, topic: str,
+               ) -> tuple[np.ndarray, str]:
+    """The camera optical frame in the pose topic's body frame, and where it came from.
+
+    Given (--camera-extrinsic), else the static tf chain from an Odometry's child frame to the camera;
+    a PoseStamped (or an Odometry of the camera itself) is taken as the camera's own pose."""
+    if config.camera_extrinsic is not None:
+        return extrinsic_matrix(config.camera_extrinsic), "--camera-extrinsic"
+    if not body or body == camera:
+        return np.eye(4), "the camera's own pose"
+    if body in tree.frames and camera in tree.frames and tree.connects(body, camera):
+        extrinsic, _ = tree.lookup(body, camera, 0, 0)  # static edges only: any stamp
+        assert extrinsic is not None
+        return extrinsic, f"{config.tf_static_topic} {body} -> {camera}"
+    raise DataError(f"{topic}: its poses are of {body!r}, but the camera frame is {camera!r} and no "
+                    f"{config.tf_static_topic} chain connects them (trees: {'; '.join(tree.trees()) or 'none'}); "
+                    "pass --camera-extrinsic X Y Z QX QY QZ QW (the camera in the body frame), or record the "
+                    "robot's static transforms.")
 
 
 def _read_frames(bag: Bag, topics: _Topics, context: _Context, config: IngestConfig, writer: SceneWriter,

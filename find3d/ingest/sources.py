@@ -74,10 +74,11 @@ class TopicPoses:
     track: PoseTrack
     extrinsic: np.ndarray
     tolerance_ns: int
+    extrinsic_source: str = "--camera-extrinsic"
 
     @property
     def description(self) -> str:
-        return f"pose topic {self.topic}"
+        return f"pose topic {self.topic}, camera by {self.extrinsic_source}"
 
     def camera_to_world(self, stamp: int) -> tuple[np.ndarray | None, str]:
         body = self.track.at(stamp, self.tolerance_ns)
