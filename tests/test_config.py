@@ -38,7 +38,7 @@ def test_yaml_and_overrides(tmp_path):
 
 def test_int_accepted_for_float_but_not_string_for_int():
     assert load_config(Root, None, ["optim.lr=1"]).optim.lr == 1.0
-    with pytest.raises(ConfigError, match=r"config.steps: expected an integer"):
+    with pytest.raises(ConfigError, match=r"override steps=many: steps: expected an integer"):
         load_config(Root, None, ["steps=many"])
 
 

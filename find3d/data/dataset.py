@@ -36,11 +36,12 @@ class DataConfig:
     interleave_visual_prob: float = doc(
         "Probability that an interleave phrase is shown as a visual reference instead of text (FIND: 0.5).", 0.5
     )
-    max_phrases: int = doc("Most grounding phrases kept per image (a random subset, re-drawn every epoch).", 16)
-    max_spatial: int = doc("Most interactive (spatial) prompts drawn per image.", 8)
+    max_phrases: int = doc(
+        "Most grounding phrases kept per image (a random subset, re-drawn every epoch).", 16, minimum=1)
+    max_spatial: int = doc("Most interactive (spatial) prompts drawn per image.", 8, minimum=1)
     max_interleave: int = doc(
         "Most interleave entries kept per image (a random subset, re-drawn every epoch); all of them train "
-        "interleave grounding in the same step, the first one interleave retrieval.", 4)
+        "interleave grounding in the same step, the first one interleave retrieval.", 4, minimum=1)
     spatial_kinds: list[str] = doc(
         "Interactive prompt kinds to draw from: point, box, scribble, polygon, circle, mask.",
         factory=lambda: ["point", "box", "scribble", "polygon", "circle"],

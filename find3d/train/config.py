@@ -23,11 +23,11 @@ class EncodersConfig:
 class OptimConfig:
     """AdamW with linear warm-up and cosine decay."""
 
-    lr: float = doc("Peak learning rate (paper: 1e-4 for 50 COCO epochs).", 1e-4)
-    weight_decay: float = doc("AdamW weight decay (paper: 0.05).", 0.05)
-    grad_clip: float = doc("Max global gradient norm; 0 disables clipping (paper: 0.01).", 0.01)
-    warmup_steps: int = doc("Linear warm-up steps.", 100)
-    min_lr_ratio: float = doc("Final learning rate as a fraction of the peak.", 0.05)
+    lr: float = doc("Peak learning rate (paper: 1e-4 for 50 COCO epochs).", 1e-4, minimum=0)
+    weight_decay: float = doc("AdamW weight decay (paper: 0.05).", 0.05, minimum=0)
+    grad_clip: float = doc("Max global gradient norm; 0 disables clipping (paper: 0.01).", 0.01, minimum=0)
+    warmup_steps: int = doc("Linear warm-up steps.", 100, minimum=0)
+    min_lr_ratio: float = doc("Final learning rate as a fraction of the peak.", 0.05, minimum=0, maximum=1)
 
 
 @dataclass
@@ -47,16 +47,16 @@ class TrainInterfaceConfig:
         "Tasks trained (generic, grounding, retrieval, interactive, interleave_grounding, interleave_retrieval); "
         "empty: every task annotated in the data. Single-task runs are the baselines of joint training.",
         factory=list)
-    batch_size: int = doc("Images per step per process.", 8)
-    max_steps: int = doc("Optimisation steps.", 2000)
+    batch_size: int = doc("Images per step per process.", 8, minimum=1)
+    max_steps: int = doc("Optimisation steps.", 2000, minimum=1)
     seed: int = doc("Seed of the data order, augmentation and initialisation.", 0)
-    checkpoint_every: int = doc("Write an atomic checkpoint every N steps (and at the end).", 200)
-    keep_checkpoints: int = doc("How many checkpoints to keep.", 3)
-    log_every: int = doc("Log running losses every N steps (TensorBoard, metrics.jsonl).", 10)
-    num_workers: int = doc("Data-loading worker processes (0: load in the training process).", 1)
+    checkpoint_every: int = doc("Write an atomic checkpoint every N steps (and at the end).", 200, minimum=1)
+    keep_checkpoints: int = doc("How many checkpoints to keep.", 3, minimum=1)
+    log_every: int = doc("Log running losses every N steps (TensorBoard, metrics.jsonl).", 10, minimum=1)
+    num_workers: int = doc("Data-loading worker processes (0: load in the training process).", 1, minimum=0)
     device: str = doc("'auto' (CUDA when available), 'cpu' or 'cuda[:i]'.", "auto")
     amp: bool = doc("bfloat16 autocast on CUDA (ignored on CPU).", True)
-    torch_threads: int = doc("Intra-op CPU threads (0: torch's default).", 0)
+    torch_threads: int = doc("Intra-op CPU threads (0: torch's default).", 0, minimum=0)
     encoders: EncodersConfig = doc("Frozen foundation models.", factory=EncodersConfig)
     interface: InterfaceConfig = doc("Interface architecture and loss weights.", factory=InterfaceConfig)
     optim: OptimConfig = doc("Optimiser and schedule.", factory=OptimConfig)
