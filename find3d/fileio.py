@@ -73,6 +73,19 @@ def read_json(path: str | os.PathLike) -> Any:
         ) from err
 
 
+def read_npz(path: str | os.PathLike, keys: tuple[str, ...], fix: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` file; a missing, unreadable or incomplete file raises ``DataError``
+    naming the file and ``fix``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; {fix}.")
+    try:
+        with np.load(path) as data:
+            return {key: np.asarray(data[key]) for key in keys}
+    except (OSError, KeyError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: unreadable or incomplete ({type(err).__name__}: {err}); {fix}.") from err
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8`` RGB; unreadable files raise ``InputError``."""
     from PIL import Image, UnidentifiedImageError

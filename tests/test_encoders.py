@@ -403,7 +403,7 @@ def test_bad_images_raise_input_error(vision: dict[str, VisionEncoder], bad, mat
     assert "images" in str(info.value) and "(B, 3, H, W)" in str(info.value)
 
 
-@pytest.mark.parametrize("bad", [[], "a mug", [""], ["mug", "   "], ["mug", 3], None])
+@pytest.mark.parametrize("bad", [[], "", [""], ["mug", "   "], ["mug", 3], None, b"a mug"])
 def test_bad_texts_raise_input_error(minilm: LanguageEncoder, bad):
     with pytest.raises(InputError, match="texts"):
         minilm(bad)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from find3d.errors import InputError
+from find3d.validate import strings
 
 #: images smaller than this cannot reach the coarsest (stride 32) level with one pixel
 MIN_IMAGE_SIZE = 32
@@ -74,18 +76,6 @@ def validate_images(images: object, name: str = "images") -> torch.Tensor:
     return images.float()
 
 
-def validate_texts(texts: object, name: str = "texts") -> list[str]:
-    """Check a non-empty list of non-empty strings."""
-    if isinstance(texts, str):
-        raise InputError(f"{name}: got a single string; pass a list of strings, e.g. [{texts!r}].")
-    if not isinstance(texts, (list, tuple)) or not texts:
-        raise InputError(f"{name}: expected a non-empty list of strings, got {texts!r}.")
-    for index, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{name}[{index}]: expected a non-empty string, got {text!r}.")
-    return list(texts)
-
-
 class VisionEncoder(FrozenModule, abc.ABC):
     """A frozen image backbone returning a feature pyramid keyed by stride."""
 
@@ -121,9 +111,10 @@ class LanguageEncoder(FrozenModule, abc.ABC):
     #: hidden layer index used (negative counts from the last layer, as in the paper's -12)
     layer: int
 
-    def forward(self, texts: list[str]) -> TokenEmbeddings:
-        """Encode non-empty strings; returns padded tokens ``(B, T, dim)`` and mask ``(B, T)``."""
-        texts = validate_texts(texts)
+    def forward(self, texts: str | Sequence[str]) -> TokenEmbeddings:
+        """Encode non-empty strings (one string is one text); returns padded tokens ``(B, T, dim)`` and mask
+        ``(B, T)``."""
+        texts = strings(texts, "texts")  # one string is one text
         with torch.no_grad():
             return self._encode(texts)
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from find3d import validate
 from find3d.data.dataset import DataConfig, FindDataset
 from find3d.data.formats.join import ImageRecord
 from find3d.data.samples import Sample, SpatialPrompt
@@ -89,6 +90,7 @@ def eval_dataset(data: str | os.PathLike, split: str, image_size: int, eval_max_
 def resolve_tasks(dataset: FindDataset, indices: Sequence[int], requested: Sequence[str] | None
                   ) -> tuple[list[str], list[str]]:
     """(tasks to run, tasks skipped for lack of annotations); a named task without annotations raises."""
+    requested = None if requested is None else validate.strings(requested, "tasks", allow_empty=True)  # "generic": one
     unknown = [t for t in requested or () if t not in TASKS]
     if unknown:
         raise InputError(f"unknown task(s) {unknown}; choose from {list(TASKS)}.")
@@ -447,6 +449,9 @@ def collect(report: EvalReport, tasks: Sequence[str], vocabularies: dict[str, li
 # ----------------------------------------------------------------------------------------- the CLI
 
 
+_PROBABILITY = validate.cli(validate.number, low=0.0, high=1.0)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="Checkpoint .pt file or training run folder.")
     parser.add_argument("--data", required=True, help="Dataset root (official files or `find3d make-data` output).")
@@ -454,29 +459,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                         help=f"Tasks to evaluate (default: every task annotated in the split): {', '.join(TASKS)}.")
     parser.add_argument("--out", type=Path, help="Folder for eval.json and qualitative PNGs (figures/).")
-    parser.add_argument("--max-images", type=int, help="Evaluate only the first N images of the split.")
-    parser.add_argument("--batch-size", type=int, default=4, help="Images per forward pass (default: 4).")
-    parser.add_argument("--max-clicks", type=int, default=20, help="Click budget of interactive NoC (default: 20).")
-    parser.add_argument("--figures", type=int, default=4, help="Images with qualitative PNGs (default: 4).")
+    parser.add_argument("--max-images", type=validate.cli(validate.integer, minimum=1),
+                        help="Evaluate only the first N images of the split.")
+    parser.add_argument("--batch-size", type=validate.cli(validate.integer, minimum=1), default=4,
+                        help="Images per forward pass (default: 4).")
+    parser.add_argument("--max-clicks", type=validate.cli(validate.integer, minimum=1), default=20,
+                        help="Click budget of interactive NoC (default: 20).")
+    parser.add_argument("--figures", type=validate.cli(validate.integer, minimum=0), default=4,
+                        help="Images with qualitative PNGs (default: 4).")
     parser.add_argument("--descriptions", type=Path,
                         help="JSON {class name: description} for the class-description run (default: catalogue).")
     parser.add_argument("--device", default="cpu", help="Torch device (default: cpu).")
-    parser.add_argument("--object-threshold", type=_probability, metavar="P",
+    parser.add_argument("--object-threshold", type=_PROBABILITY, metavar="P",
                         help="Panoptic: least class probability of a kept segment (default: the checkpoint's "
                              "interface.object_threshold).")
-    parser.add_argument("--overlap-threshold", type=_probability, metavar="P",
+    parser.add_argument("--overlap-threshold", type=_PROBABILITY, metavar="P",
                         help="Panoptic: share of its mask a segment must keep (default: the checkpoint's "
                              "interface.overlap_threshold).")
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a probability; give a number in [0, 1], e.g. 0.5")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

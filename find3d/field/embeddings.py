@@ -9,7 +9,8 @@ Layout of ``SCENE/find_embeddings/`` (every file sits next to ``meta.json``)::
                         "channels": C,            # D, or the PCA code size d when "code" is set
                         "code": null | {"dim": d, "decoder": "decoder.npz", "explained_variance": r},
                         "frames": [file_path, ...],   # the transforms.json file_path of every frame, in order
-                        "checkpoint": "path or null"}  # the interface checkpoint that produced the store
+                        "checkpoint": "path or null",  # the interface checkpoint that produced the store
+                        "model": "hex or null"}  # content hash of that model (Interface.fingerprint)
     features.f16       np.memmap float16 (N, h, w, C): per-pixel embeddings (or their PCA codes)
     image_vectors.f16  np.memmap float16 (N, D): one image-level vector per frame (frame localisation)
     done.npy           bool (N,): frames whose rows are complete; resuming skips them
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from find3d.errors import DataError, InputError
-from find3d.fileio import atomic_open, atomic_write_json, load_image, read_json
+from find3d.fileio import atomic_open, atomic_write_json, load_image, read_json, read_npz
 
 STORE_DIRNAME = "find_embeddings"
 FORMAT = "find3d-embeddings"
@@ -52,6 +53,7 @@ class StoreMeta:
     checkpoint: str | None
     code_dim: int | None = None
     explained_variance: float | None = None
+    model: str | None = None  # content hash of the embedding model: a resumed run must use the same one
 
     def to_json(self) -> dict[str, Any]:
         code = None
@@ -60,7 +62,7 @@ class StoreMeta:
         return {
             "format": FORMAT, "version": VERSION, "dim": self.dim, "height": self.height, "width": self.width,
             "dtype": "float16", "channels": self.channels, "code": code, "frames": list(self.frames),
-            "checkpoint": self.checkpoint,
+            "checkpoint": self.checkpoint, "model": self.model,
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class StoreMeta:
                 checkpoint=data.get("checkpoint"),
                 code_dim=None if code is None else int(code["dim"]),
                 explained_variance=None if code is None else code.get("explained_variance"),
+                model=None if data.get("model") is None else str(data["model"]),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{where}: missing or malformed entry {err}; delete {where.parent} and {_FIX}.") from err
@@ -103,6 +106,8 @@ class EmbeddingStore:
             self._load_decoder()
         self._index = {path: i for i, path in enumerate(meta.frames)}
         self._pending: list[int] = []
+        self.written = 0  # frames written through this object (what this run embedded)
+        self.replaced: str | None = None  # set by embed_frames: why an earlier store was discarded
 
     # ----------------------------------------------------------------------------------------- open
     @classmethod
@@ -148,11 +153,8 @@ class EmbeddingStore:
 
     def _load_decoder(self) -> None:
         path = self.root / "decoder.npz"
-        try:
-            with np.load(path) as data:
-                self.mean, self.components = data["mean"], data["components"]
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"{path}: unreadable PCA decoder ({err}); delete the store and {_FIX}.") from err
+        decoder = read_npz(path, ("mean", "components"), f"delete the store and {_FIX}")
+        self.mean, self.components = decoder["mean"], decoder["components"]
         if self.components.shape != (self.meta.code_dim, self.meta.dim) or self.mean.shape != (self.meta.dim,):
             raise DataError(f"{path}: decoder shapes do not match meta.json; delete the store and {_FIX}.")
 
@@ -195,6 +197,7 @@ class EmbeddingStore:
         self.features[index] = self.encode(features).astype(np.float16)
         self.image_vectors[index] = image_vector.astype(np.float16)
         self._pending.append(index)
+        self.written += 1
 
     def commit(self) -> None:
         """Flush the memmaps, then mark the written frames done (atomically)."""
@@ -263,19 +266,25 @@ def embed_frames(
     code_dim: int | None = None,
     fit_frames: int = 8,
     commit_every: int = 16,
+    model: str | None = None,
 ) -> EmbeddingStore:
     """Embed every frame of ``SCENE/transforms.json`` into ``SCENE/find_embeddings`` (resumable).
 
-    An existing store with the same frames and checkpoint is resumed (done frames are skipped); any
-    other store is replaced. With ``code_dim``, a PCA basis is fitted on the first ``fit_frames``
-    embedded frames and every frame is stored as its code.
+    The store is tied to the model that wrote it by ``model``, a hash of its content (default: the
+    embedder's ``fingerprint``, e.g. ``Interface.fingerprint``; without one, the ``checkpoint`` string).
+    An existing store of the same frames, code size and model is resumed (done frames are skipped),
+    even if the checkpoint moved; any other store is replaced and every frame embedded again, the
+    reason kept in ``store.replaced``. ``store.written`` counts the frames this call embedded. With
+    ``code_dim``, a PCA basis is fitted on the first ``fit_frames`` embedded frames and every frame is
+    stored as its code.
     """
     from tqdm import tqdm
 
     scene_dir = Path(scene_dir)
+    model = model if model is not None else getattr(embedder, "fingerprint", None)
     paths = tuple(str(frame["file_path"]) for frame in scene_frames(scene_dir))
     root = scene_dir / STORE_DIRNAME
-    store = _resumable(root, paths, checkpoint, code_dim)
+    store, replaced = _resumable(root, paths, checkpoint, code_dim, model)
     todo = [i for i in range(len(paths)) if store is None or not store.done[i]]
     buffered: list[tuple[int, np.ndarray, np.ndarray]] = []
     for count, index in enumerate(tqdm(todo, desc="embed-frames", unit="frame", disable=None), start=1):
@@ -290,7 +299,7 @@ def embed_frames(
             buffered.append((index, pixels, vector))
             if len(buffered) < min(fit_frames if code_dim else 1, len(todo)):
                 continue
-            store = _create(root, paths, checkpoint, code_dim, buffered)
+            store = _create(root, paths, checkpoint, code_dim, model, buffered)
             for item in buffered:
                 store.write_frame(*item)
             buffered = []
@@ -300,21 +309,35 @@ def embed_frames(
             store.commit()
     assert store is not None  # without a resumable store every frame was to do, and the loop created one
     store.commit()
+    store.replaced = replaced
     return store
 
 
 def _resumable(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None,
-               ) -> EmbeddingStore | None:
-    """The existing store at ``root`` if it can be resumed for these frames / checkpoint / code size."""
+               model: str | None) -> tuple[EmbeddingStore | None, str | None]:
+    """(the existing store at ``root`` if it can be resumed, else None; why an existing one cannot)."""
     try:
         store = EmbeddingStore.open(root, writable=True, require_complete=False)
     except DataError:
-        return None
-    same = (store.meta.frames == paths and store.meta.checkpoint == checkpoint and store.meta.code_dim == code_dim)
-    return store if same else None
+        return None, None
+    meta = store.meta
+    if meta.frames != paths:
+        return None, "the scene's frames changed"
+    if meta.code_dim != code_dim:
+        return None, f"the code size changed ({meta.code_dim or 'none'} -> {code_dim or 'none'})"
+    if model is not None or meta.model is not None:
+        if meta.model != model:
+            return None, (f"it was embedded by a different model (content hash {meta.model or 'unrecorded'}, "
+                          f"now {model or 'unknown'})")
+        if meta.checkpoint != checkpoint:  # same weights, moved or copied file: record where they are now
+            store.meta = dataclasses.replace(meta, checkpoint=checkpoint)
+            atomic_write_json(root / "meta.json", store.meta.to_json())
+    elif meta.checkpoint != checkpoint:
+        return None, f"it was embedded from checkpoint {meta.checkpoint}, not {checkpoint}"
+    return store, None
 
 
-def _create(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None,
+def _create(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None, model: str | None,
             first: list[tuple[int, np.ndarray, np.ndarray]]) -> EmbeddingStore:
     height, width, dim = first[0][1].shape
     decoder, ratio = None, None
@@ -325,5 +348,5 @@ def _create(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim
         mean, components, ratio = fit_pca(samples, code_dim)
         decoder, code_dim = (mean, components), len(components)
     meta = StoreMeta(dim=dim, height=height, width=width, channels=code_dim or dim, frames=paths,
-                     checkpoint=checkpoint, code_dim=code_dim or None, explained_variance=ratio)
+                     checkpoint=checkpoint, code_dim=code_dim or None, explained_variance=ratio, model=model)
     return EmbeddingStore.create(root, meta, decoder)

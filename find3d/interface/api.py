@@ -14,6 +14,9 @@ Two semantic spaces come out of the interface (same width ``dim``): object / cla
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from find3d import validate
 from find3d.data.mappers import Affine, _stroke, eval_transform
 from find3d.data.samples import InterleaveEntity, InterleaveEntry, Phrase, Sample, SpatialPrompt, VisualRef
 from find3d.errors import InputError
@@ -57,6 +61,8 @@ def load_interface(checkpoint: str | Path, device: str | torch.device = "cpu") -
     from find3d.train.checkpoint import load_checkpoint
     from find3d.train.config import TrainInterfaceConfig
 
+    checkpoint = validate.path(checkpoint, "checkpoint")
+    device = validate.device(device)
     state = load_checkpoint(checkpoint, map_location="cpu")
     config = from_dict(TrainInterfaceConfig, state["config"], where=f"checkpoint {checkpoint} config")
     names = state["encoders"]
@@ -135,31 +141,6 @@ class _Prepared:
 
 
 # -------------------------------------------------------------------------------------- validation
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:i]'") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available here; use device='cpu' or 'auto'")
-    if resolved.type not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r} is not supported; use 'auto', 'cpu' or 'cuda[:i]'")
-    return resolved
-
-
-def _texts(texts: str | Sequence[str], name: str) -> list[str]:
-    """A non-empty list of non-blank strings (a single string is a list of one)."""
-    items = [texts] if isinstance(texts, str) else list(texts)
-    if not items:
-        raise InputError(f"{name}: got an empty list; pass at least one non-empty string")
-    bad = [t for t in items if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise InputError(f"{name}: {bad[0]!r} is not a non-empty string; pass text such as 'a red mug'")
-    return items
 
 
 def _points(points: Sequence[Sequence[float]], size: tuple[int, int]) -> list[tuple[float, float]]:
@@ -265,7 +246,7 @@ class Interface:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Interface:
         """Load a checkpoint file or run folder; ``device``: 'auto' (CUDA when available), 'cpu', 'cuda[:i]'."""
-        return cls(load_interface(path, _resolve_device(device)))
+        return cls(load_interface(path, device))
 
     @property
     def model(self) -> FindModel:
@@ -288,6 +269,21 @@ class Interface:
     def dim(self) -> int:
         """Width of the semantic space (embeddings, queries)."""
         return int(self.model.interface.config.projection_dim)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Content hash of what decides this model's outputs: the interface weights, the frozen encoders'
+        names and layer, and the input geometry. Two checkpoints with equal weights share it, whatever
+        their paths; a retrained ``last.pt`` at the same path does not (``embed-frames`` resumes by it)."""
+        model = self.model
+        digest = hashlib.sha256(json.dumps({
+            "vision": model.vision.name, "language": model.language.name, "layer": model.language.layer,
+            "image_size": self._image_size, "canvas": self._canvas, "class_prompt": self._class_prompt,
+        }, sort_keys=True).encode())
+        for name, tensor in sorted(model.interface.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
     def canvas_size(self) -> int:
@@ -324,9 +320,7 @@ class Interface:
                     ) -> tuple[list[str], list[bool]]:
         if classes is None:
             return self.class_names, self.isthing if isthing is None else list(isthing)
-        if isinstance(classes, str):
-            raise InputError(f"classes: got the string {classes!r}; pass a list of names, e.g. [{classes!r}]")
-        names = _texts(classes, "classes")
+        names = validate.strings(classes, "classes")
         if isthing is None:  # known names keep their trained flag; new ones are countable things
             known = dict(zip(self.loaded.class_names, self.loaded.isthing))
             return names, [known.get(n, True) for n in names]
@@ -343,7 +337,7 @@ class Interface:
         probabilities (Mask2Former semantic inference, normalised)."""
         names, things = self._vocabulary(classes, isthing)
         inference = self.loaded.config.interface
-        threshold = inference.object_threshold if threshold is None else threshold
+        threshold = inference.object_threshold if threshold is None else validate.number(threshold, "threshold", 0, 1)
         prepared = self._prepare(image)
         out = self._run([Sample("query", prepared.canvas)], ["generic"], names)["generic"]
         class_probs = out["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
@@ -367,7 +361,7 @@ class Interface:
     # --- grounding ----------------------------------------------------------------------------
     def ground(self, image: Any, texts: str | Sequence[str]) -> GroundingResult:
         """One mask per phrase (referring expressions, entity phrases)."""
-        phrases = _texts(texts, "texts")
+        phrases = validate.strings(texts, "texts")
         prepared = self._prepare(image)
         sample = Sample("query", prepared.canvas, phrases=[Phrase(t, self._blank()) for t in phrases])
         out = self._run([sample], ["grounding"])["grounding"]
@@ -430,7 +424,7 @@ class Interface:
 
     def retrieve(self, images: Sequence[Any], texts: str | Sequence[str]) -> RetrievalResult:
         """Image-text similarity (cosine of image and caption embeddings) and rankings both ways."""
-        captions = _texts(texts, "texts")
+        captions = validate.strings(texts, "texts")
         image_vectors = self._image_vectors(images)
         with torch.no_grad():
             text_vectors = self.model.encode_texts(captions, kind="caption").float().cpu()
@@ -481,18 +475,21 @@ class Interface:
         return (torch.cat(vectors).float().cpu() @ image_vectors.T).numpy()
 
     # --- embeddings for 3D --------------------------------------------------------------------
-    def embed_pixels(self, image: Any, size: tuple[int, int] | None = None) -> PixelEmbedding:
+    def embed_pixels(self, image: Any, size: tuple[int, int] | None = None, confidence: bool = True
+                     ) -> PixelEmbedding:
         """Per-pixel embeddings over the original image: at stride 4 of the model's input (no upsampling)
-        unless ``size=(h, w)``; plus the image-level (retrieval) vector."""
+        unless ``size=(h, w)``; plus the image-level (retrieval) vector. ``confidence``: weight each
+        object query's mask by its objectness (``FindInterface.pixel_embeddings``)."""
         prepared = self._prepare(image)
         if size is not None and (len(size) != 2 or min(size) < 1):
             raise InputError(f"size: got {size}; pass (height, width) in pixels, both >= 1")
         out = self._run([Sample("query", prepared.canvas)], ["generic", "retrieval"])
         masks = _resample(out["generic"]["masks"], prepared.geometry, prepared.size,
                           tuple(size) if size is not None else self._native_size(prepared))
-        at_original = {"generic": {"masks": masks, "semantic": out["generic"]["semantic"]},
+        at_original = {"generic": {"masks": masks, "semantic": out["generic"]["semantic"],
+                                   "logits": out["generic"].get("logits")},
                        "retrieval": out["retrieval"]}
-        pixels, vector = FindInterface.pixel_embeddings(at_original)
+        pixels, vector = FindInterface.pixel_embeddings(at_original, confidence=confidence)
         return PixelEmbedding(pixels[0].permute(1, 2, 0).float().cpu().contiguous(), vector[0].float().cpu())
 
     def embed_image(self, image: Any) -> torch.Tensor:

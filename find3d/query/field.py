@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from find3d import validate
 from find3d.errors import DataError, InputError
-from find3d.fileio import read_json
+from find3d.fileio import read_json, read_npz
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +113,11 @@ class Field:
     @classmethod
     def load(cls, root: str | os.PathLike) -> Field:
         """Open an export folder; missing or inconsistent files raise DataError naming the fix."""
-        root = Path(root)
+        root = validate.path(root, "field folder")
+        if not (root / "meta.json").is_file():
+            what = "has no meta.json" if root.is_dir() else "not found"
+            raise DataError(f"field folder {root} {what}; pass the --out folder of `find3d export-field`, "
+                            f"or {_FIX}.")
         meta = read_json(root / "meta.json")
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise DataError(f"{root / 'meta.json'}: not a find3d field export; {_FIX}.")
@@ -132,8 +137,8 @@ class Field:
         if meta.get("code"):
             code_dim = int(meta["code"]["dim"])
             code = _memmap(root / meta["code"]["file"], np.float32, (code_dim + 1, count))
-            with np.load(root / meta["code"]["decoder"]) as data:
-                decoder = (data["mean"], data["components"])
+            arrays = read_npz(root / meta["code"]["decoder"], ("mean", "components"), _FIX)
+            decoder = (arrays["mean"], arrays["components"])
             if decoder[1].shape != (code_dim, dim):
                 raise DataError(f"{root}: decoder shape {decoder[1].shape} != {(code_dim, dim)}; {_FIX}.")
         return cls(root, meta, points, colors, features, image_vectors, code, decoder)
@@ -200,9 +205,12 @@ class Field:
         an image crop, and ``negatives`` phrases (default the canonical ones); without it both are
         embeddings.
         """
-        if not 0.0 <= threshold <= 1.0:
-            raise InputError(f"threshold {threshold}: relevancy lies in [0, 1]; pick e.g. 0.5.")
+        threshold = validate.number(threshold, "threshold", 0.0, 1.0)
+        top_k_frames = validate.integer(top_k_frames, "top_k_frames", minimum=0)
         embedding = query
+        if interface is None and _needs_interface(query, negatives):
+            raise InputError(f"query {_short(query)}: text, paths and negative phrases need interface=; pass "
+                             "interface=find3d.Interface.from_checkpoint(CKPT), or embeddings instead.")
         if interface is not None:
             embedding = encode(interface, query, base_dir, images, masks)
             negatives = encode_negatives(interface, negatives, base_dir)
@@ -274,6 +282,20 @@ class Field:
                         width=int(entry["w"]), height=int(entry["h"]))
 
 
+def _needs_interface(query: Any, negatives: Any) -> bool:
+    """Whether a query / negatives are words or files, which only an interface can embed."""
+    def words(value: Any) -> bool:
+        return isinstance(value, (str, os.PathLike)) or (
+            isinstance(value, (list, tuple)) and any(isinstance(v, (str, os.PathLike)) for v in value))
+
+    return words(query) or words(negatives)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
            masks: Sequence[Any | None] | None = None) -> np.ndarray:
     """(D,) float32 unit embedding of text, an interleaved query or an image crop (a ``Path`` is an image)."""
@@ -287,7 +309,8 @@ def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".", images
 
 def encode_negatives(interface: Any, negatives: Any | None, base_dir: str | os.PathLike = ".") -> np.ndarray | None:
     """(K, D) embeddings of negative phrases (None: the canonical ones; empty: no negatives -> None)."""
-    phrases = CANONICAL_NEGATIVES if negatives is None else negatives
+    # one string is one negative phrase, never its characters
+    phrases = CANONICAL_NEGATIVES if negatives is None else validate.strings(negatives, "negatives", allow_empty=True)
     return np.stack([encode(interface, phrase, base_dir) for phrase in phrases]) if phrases else None
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from find3d import validate
 from find3d.errors import InputError
 from find3d.fileio import atomic_open, atomic_write_json
 
@@ -34,8 +35,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", type=Path, default=None, help="an image crop to query with instead of text")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="FIND interface checkpoint (default: the one embed-frames used, from meta.json)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="least relevancy of a selected point")
-    parser.add_argument("--top-k", type=int, default=3, help="best frames to report and draw")
+    parser.add_argument("--threshold", type=validate.cli(validate.number, low=0.0, high=1.0), default=0.5,
+                        help="least relevancy of a selected point, in [0, 1]")
+    parser.add_argument("--top-k", type=validate.cli(validate.integer, minimum=0), default=3,
+                        help="best frames to report and draw (0: none)")
     parser.add_argument("--negatives", nargs="*", default=None,
                         help='negative phrases (default "object" "things" "stuff" "texture"; the bare flag: none)')
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the field folder)")
