@@ -7,30 +7,48 @@ skipping frames already on disk, as long as the frames and the checkpoint are th
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from find3d.errors import InputError
+from find3d import validate
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="nerfstudio scene folder (with transforms.json)")
     parser.add_argument("--checkpoint", type=Path, required=True, help="trained FIND interface checkpoint")
-    parser.add_argument("--code-dim", type=int, default=0,
+    parser.add_argument("--code-dim", type=validate.cli(validate.integer, minimum=0), default=0,
                         help="store a PCA code of this size instead of full D-dim embeddings (0: full)")
-    parser.add_argument("--commit-every", type=int, default=16, help="mark frames done every this many frames")
+    parser.add_argument("--commit-every", type=validate.cli(validate.integer, minimum=1), default=16,
+                        help="mark frames done every this many frames")
 
 
 def run(args: argparse.Namespace) -> int:
     from find3d import Interface  # the FIND interface; heavy, so imported only when the command runs
     from find3d.field.embeddings import embed_frames
 
-    if args.code_dim < 0 or args.commit_every < 1:
-        raise InputError("--code-dim must be >= 0 and --commit-every >= 1.")
     interface = Interface.from_checkpoint(args.checkpoint)
     # Recorded for `find3d query`, which must encode with the very weights that embedded the frames:
     # resolved, so a training run's last.pt symlink moving on to a newer step cannot change them.
-    store = embed_frames(args.data, interface, checkpoint=str(args.checkpoint.resolve()),
+    # Whether a store is resumed is decided by the weights' content hash (interface.fingerprint).
+    store = embed_frames(args.data, interface, checkpoint=str(resolved_checkpoint(args.checkpoint)),
                          code_dim=args.code_dim or None, commit_every=args.commit_every)
     meta = store.meta
-    print(f"{len(meta.frames)} frames embedded: {meta.height}x{meta.width}x{meta.dim} -> {store.root}")
+    if store.replaced:
+        print(f"embed-frames: re-embedded every frame: the store at {store.root} could not be resumed, "
+              f"{store.replaced}", file=sys.stderr)
+    kept = len(meta.frames) - store.written
+    earlier = f" ({kept} already embedded by the same model, kept)" if kept else ""
+    print(f"{store.written} of {len(meta.frames)} frames embedded now{earlier}: "
+          f"{meta.height}x{meta.width}x{meta.dim} (model {meta.model}) -> {store.root}")
     return 0
+
+
+def resolved_checkpoint(path: Path) -> Path:
+    """The checkpoint file itself: a run folder's latest, a ``last.pt`` link's target."""
+    from find3d.train.checkpoint import list_checkpoints
+
+    if path.is_dir():
+        found = list_checkpoints(path)
+        if found:
+            return found[-1].resolve()
+    return path.resolve()
