@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from find3d.errors import Find3dError
 
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if not argv else 2
+    _one_line_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except Find3dError as err:
@@ -89,6 +90,24 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _one_line_warnings(command: str) -> None:
+    """Print find3d's own warnings about the user's input as ``find3d CMD: warning: ...`` (no source line)."""
+    import warnings
+
+    from find3d.errors import Find3dWarning
+
+    default = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, Find3dWarning):
+            print(f"find3d {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 if __name__ == "__main__":

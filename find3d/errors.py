@@ -26,3 +26,8 @@ class InputError(Find3dError, ValueError):
 
 class ModelError(Find3dError, LookupError):
     """A model name, path or checkpoint cannot be resolved or loaded."""
+
+
+class Find3dWarning(UserWarning):
+    """Something the user should know about their input that does not stop the work (e.g. truncated text);
+    the CLI prints it as one ``warning:`` line."""

@@ -74,6 +74,11 @@ class _TorchvisionHook(importlib.abc.MetaPathFinder):
 
 
 def install_import_hook() -> None:
+    # The start-up hook is also the one place find3d runs in an ``ns-*`` command before nerfstudio's
+    # import-time deprecation warnings (see find3d.compat.quiet).
+    from find3d.compat.quiet import filter_library_warnings
+
+    filter_library_warnings()
     if "torchvision" not in sys.modules and not any(isinstance(f, _TorchvisionHook) for f in sys.meta_path):
         sys.meta_path.insert(0, _TorchvisionHook())
 

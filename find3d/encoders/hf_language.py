@@ -11,14 +11,16 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
+from find3d.compat.quiet import no_transformers_progress
 from find3d.encoders import packaged
 from find3d.encoders.base import LanguageEncoder, TokenEmbeddings
 from find3d.encoders.hub import resolve_model_dir
-from find3d.errors import InputError, ModelError
+from find3d.errors import Find3dWarning, InputError, ModelError
 
 DEFAULT_MAX_TOKENS = 512
 
@@ -32,7 +34,8 @@ class HFLanguageEncoder(LanguageEncoder):
 
         self.name = name
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        model = AutoModel.from_pretrained(folder, local_files_only=True)
+        with no_transformers_progress():
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
         # encoder-decoder models (T5, BART): only the encoder reads text without a target
         self.model = model.get_encoder() if model.config.is_encoder_decoder else model
         config = model.config
@@ -54,6 +57,7 @@ class HFLanguageEncoder(LanguageEncoder):
 
     def _encode(self, texts: list[str]) -> TokenEmbeddings:
         device = next(self.parameters()).device
+        self._warn_truncated(texts)
         batch = self.tokenizer(
             texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_tokens
         ).to(device)
@@ -61,6 +65,27 @@ class HFLanguageEncoder(LanguageEncoder):
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
         )
         return TokenEmbeddings(outputs.hidden_states[self.layer], batch["attention_mask"].bool())
+
+
+    def _warn_truncated(self, texts: list[str]) -> None:
+        """Say which texts are longer than the model reads, and where they are cut (a ``Find3dWarning``)."""
+        # Only texts with more characters than tokens (less the 2 special tokens) can be too long.
+        long = [t for t in texts if len(t) > self.max_tokens - 2]
+        if not long:
+            return
+        fast = getattr(self.tokenizer, "is_fast", False)
+        encoded = self.tokenizer(long, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True,
+                                 return_offsets_mapping=fast)
+        overflowed = sorted(set(encoded["overflow_to_sample_mapping"])) if "overflow_to_sample_mapping" in encoded \
+            else []
+        for index in overflowed:
+            text = long[index]
+            row = list(encoded["overflow_to_sample_mapping"]).index(index)  # the first (kept) window
+            kept = max(end for _, end in encoded["offset_mapping"][row]) if fast else None
+            where = (f"only the first {kept} characters (up to {text[max(0, kept - 30):kept]!r}) are read, the "
+                     f"remaining {len(text) - kept} are ignored") if kept else "the rest is ignored"
+            warnings.warn(f"text of {len(text)} characters ({text[:40]!r}...) is longer than {self.name} reads "
+                          f"({self.max_tokens} tokens): {where}", Find3dWarning, stacklevel=2)
 
 
 def hf_language(name_or_path: str, layer: int | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> HFLanguageEncoder:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from find3d.compat.quiet import no_transformers_progress
 from find3d.encoders.base import VisionEncoder
 from find3d.encoders.convnets import IMAGENET_MEAN, IMAGENET_STD, PYRAMID_STRIDES
 from find3d.encoders.hub import resolve_model_dir
@@ -33,7 +34,8 @@ class HFVisionEncoder(VisionEncoder):
         from transformers import AutoModel
 
         folder = resolve_model_dir(name_or_path)
-        model = AutoModel.from_pretrained(folder, local_files_only=True)
+        with no_transformers_progress():
+            model = AutoModel.from_pretrained(folder, local_files_only=True)
         self.name = f"hf:{name_or_path}"
         self.tower = _vision_tower(model, name_or_path)
         config = self.tower.config

@@ -13,6 +13,8 @@ without its fallback of estimating missing depth with a downloaded network.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,12 @@ class FindDataManagerConfig(VanillaDataManagerConfig):
     """Embeddings store folder written by `find3d embed-frames`; default DATA/find_embeddings."""
     pixel_sampler: PixelSamplerConfig = field(default_factory=FeaturePixelSamplerConfig)
 
+    def store_dir(self) -> Path:
+        """The embeddings store: ``embeddings``, else SCENE/find_embeddings (``--data`` sets ``data`` first)."""
+        if self.embeddings is not None:
+            return Path(self.embeddings)
+        return scene_dir_of(Path(self.data if self.data is not None else self.dataparser.data)) / STORE_DIRNAME
+
 
 class FindDataManager(VanillaDataManager[FeatureDataset]):
     """VanillaDataManager whose datasets read the scene's embeddings store."""
@@ -133,11 +141,47 @@ class FindDataManager(VanillaDataManager[FeatureDataset]):
 
     def _dataset(self, outputs: DataparserOutputs) -> FeatureDataset:
         scene_dir = scene_dir_of(Path(self.config.dataparser.data))
-        store_dir = Path(self.config.embeddings) if self.config.embeddings is not None else scene_dir / STORE_DIRNAME
-        return FeatureDataset(outputs, self.config.camera_res_scale_factor, store_dir, scene_dir)
+        return FeatureDataset(outputs, self.config.camera_res_scale_factor, self.config.store_dir(), scene_dir)
 
     def create_train_dataset(self) -> FeatureDataset:
         return self._dataset(self.train_dataparser_outputs)
 
+    def setup_train(self) -> None:
+        with _loader_workers_capped():
+            super().setup_train()
+
+    def setup_eval(self) -> None:
+        with _loader_workers_capped():
+            super().setup_eval()
+
     def create_eval_dataset(self) -> FeatureDataset:
         return self._dataset(self.dataparser.get_dataparser_outputs(split=self.test_split))
+
+
+@contextlib.contextmanager
+def _loader_workers_capped() -> Iterator[None]:
+    """Inside the block, nerfstudio's data managers get at most one loader worker per usable core.
+
+    ``VanillaDataManager.setup_train`` / ``setup_eval`` hard-code ``num_workers=4 * world_size``, which
+    on a small machine only queues processes (and makes torch warn about it); there is no setting for it,
+    so the loader classes they construct are swapped for ones that cap the count.
+    """
+    from nerfstudio.data.datamanagers import base_datamanager
+
+    from find3d.compat.quiet import loader_workers
+
+    names = ("CacheDataloader", "FixedIndicesEvalDataloader", "RandIndicesEvalDataloader")
+    saved = {name: getattr(base_datamanager, name) for name in names}
+
+    def capped(cls: type) -> Any:
+        def build(*args: Any, num_workers: int = 0, **kwargs: Any) -> Any:
+            return cls(*args, num_workers=loader_workers(num_workers), **kwargs)
+        return build
+
+    try:
+        for name, cls in saved.items():
+            setattr(base_datamanager, name, capped(cls))
+        yield
+    finally:
+        for name, cls in saved.items():
+            setattr(base_datamanager, name, cls)

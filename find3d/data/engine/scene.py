@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from find3d.compat.quiet import import_quietly
 from find3d.data.engine.catalog import (
     PALETTE,
     TABLE_HALF_EXTENT,
@@ -83,14 +84,12 @@ class Camera:
 
     def view_matrix(self) -> np.ndarray:
         """World-to-camera 4x4 in the OpenGL convention (x right, y up, looking along -z)."""
-        import pybullet as p
-
+        p = import_quietly("pybullet")  # without its C build banner
         flat = p.computeViewMatrix(self.eye, self.target, (0.0, 0.0, 1.0))
         return np.asarray(flat, dtype=np.float64).reshape(4, 4, order="F")  # pybullet lists column-major
 
     def projection_matrix(self, width: int, height: int) -> np.ndarray:
-        import pybullet as p
-
+        p = import_quietly("pybullet")  # without its C build banner
         flat = p.computeProjectionMatrixFOV(self.fov_deg, width / height, self.near, self.far)
         return np.asarray(flat, dtype=np.float64).reshape(4, 4, order="F")
 
@@ -188,7 +187,7 @@ class SceneBuilder:
     """Owns one pybullet DIRECT client; ``build`` replaces its world with a ``SceneSpec``."""
 
     def __init__(self) -> None:
-        import pybullet as p
+        p = import_quietly("pybullet")  # without its C build banner
         import pybullet_data
 
         self._p = p
