@@ -1,8 +1,9 @@
 """``find3d check-data DIR``: validate a dataset and list every problem with its file and entry.
 
 It runs the loaders' own checks with a collecting reporter (so it finds exactly what would make
-``FindDataset`` fail, all at once), then decodes what the loaders read lazily: every panoptic PNG
-(each listed segment must be present) and every instance / RefCOCO-g mask (must be non-empty).
+``FindDataset`` fail, all at once), then decodes what the loaders read lazily: every image (a file
+named .jpg that is not one fails here, not in ``eval``), every panoptic PNG (each listed segment must
+be present) and every instance / RefCOCO-g mask (must be non-empty).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from find3d.data.formats.discover import discover
 from find3d.data.formats.join import JoinedSplit, Sources, join_split
 from find3d.data.formats.problems import Problem, Reporter
 from find3d.data.formats.refcocog import RefSet
+from find3d.errors import InputError
+from find3d.fileio import load_image
 
 
 @dataclass
@@ -28,6 +31,12 @@ def _check_masks(joined: JoinedSplit, reporter: Reporter) -> None:
     from tqdm import tqdm
 
     for record in tqdm(joined.records, desc=f"check {joined.split}", unit="img", disable=None):
+        if record.image_path.is_file():  # a missing one is already reported; this one must also decode
+            try:
+                load_image(record.image_path)
+            except InputError as err:
+                reporter.report(record.source, f"image_id {record.image_id}",
+                                f"{err} Replace the file with the real image or remove the entry.")
         if record.panoptic is not None:
             record.panoptic.masks(reporter)
     if joined.instances is not None:
@@ -60,6 +69,10 @@ def run_checks(root: str | os.PathLike) -> CheckReport:
     """Every problem in the dataset under ``root`` plus per-file counts of what loaded cleanly."""
     reporter = Reporter(collect=True)
     report = CheckReport(reporter.problems)
+    if not Path(root).is_dir():
+        what = "is a file, not a folder" if Path(root).exists() else "does not exist"
+        reporter.report(root, "folder", f"{what}; pass the dataset folder (e.g. the --out of `find3d make-data`).")
+        return report
     files = discover(root)
     if not files.present():
         reporter.report(root, "folder", "no dataset files found; expected annotations/panoptic_{split}2017.json, "
