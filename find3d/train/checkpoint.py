@@ -48,8 +48,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if _NAME.search(p.name)), key=lambda p: int(_NAME.search(p.name)[1]))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint file (or a run folder: its latest checkpoint)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    fix: str = "pass an intact one, e.g. an earlier step_*.pt of the same run") -> dict[str, Any]:
+    """Load and validate a checkpoint file (or a run folder: its latest checkpoint); ``fix`` ends the
+    message of a corrupt file (what to do depends on the caller: resuming a run, or evaluating)."""
     path = Path(path)
     if path.is_dir():
         found = list_checkpoints(path)
@@ -62,8 +64,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise ModelError(
-            f"checkpoint {path} is corrupt or not a torch file ({type(err).__name__}: {err}); "
-            "delete it and resume from an earlier checkpoint in the same folder"
+            f"checkpoint {path} is corrupt or not a torch file ({type(err).__name__}: {err}); {fix}"
         ) from err
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ModelError(f"checkpoint {path} is not a find3d interface checkpoint (missing format tag)")

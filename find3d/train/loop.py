@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
+from find3d import validate
+from find3d.compat.quiet import loader_workers
 from find3d.config import to_dict
 from find3d.data.dataset import FindDataset
 from find3d.encoders import build_language_encoder, build_vision_encoder
@@ -81,6 +84,7 @@ def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
     unknown = sorted(set(config.tasks) - set(TASKS))
     if unknown:
         raise ConfigError(f"tasks: unknown {unknown}; choose from {list(TASKS)} (empty list: all)")
+    validate.device(config.device, "device")  # CUDA asked of a CPU-only torch: one clear line, before any work
     info = init_distributed(config.device)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
@@ -107,8 +111,11 @@ def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
 def _restore(config: TrainInterfaceConfig, interface: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LambdaLR) -> int:
     if not list_checkpoints(config.output_dir):
-        return 0  # --resume on a fresh folder simply starts
-    state = load_checkpoint(config.output_dir)
+        print(f"train-interface: --resume: no checkpoint in {config.output_dir / 'checkpoints'} yet; "
+              "starting from step 0", file=sys.stderr)
+        return 0
+    state = load_checkpoint(config.output_dir, fix="delete it and --resume again to continue from the "
+                            "checkpoint before it in the same folder")
     if _comparable(state["config"]) != _comparable(to_dict(config)):
         raise ConfigError(
             f"{config.output_dir}: --resume with a different config than the checkpoint's; "
@@ -161,9 +168,9 @@ def train_interface(config: TrainInterfaceConfig, resume: bool = False) -> Path:
             yaml.safe_dump(to_dict(config), handle, sort_keys=False)
         _truncate_log(out / "metrics.jsonl", run.start_step)
     writer = _tensorboard(out) if run.info.is_main else None
+    workers = loader_workers(config.num_workers)  # more than the usable cores only queue
     loader = DataLoader(StepBatches(run.dataset, config, run.start_step, config.max_steps, run.info),
-                        batch_size=None, num_workers=config.num_workers,
-                        prefetch_factor=2 if config.num_workers else None)
+                        batch_size=None, num_workers=workers, prefetch_factor=2 if workers else None)
     bar = tqdm(total=config.max_steps, initial=run.start_step, desc="train-interface",
                disable=None if run.info.is_main else True, dynamic_ncols=True)
     running: dict[str, float] = {}
