@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_open, atomic_write_json, read_json
 from find3d.query.field import FORMAT, VERSION
@@ -56,11 +57,13 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
 
     from find3d.field.data import FindDataManager, scene_dir_of
 
-    config_yml = Path(config_yml)
-    if not config_yml.is_file():
-        raise InputError(f"{config_yml}: not found; pass the config.yml that `ns-train find-field` printed.")
-    if num_points < 1 or downscale < 1 or not 0.0 <= min_accumulation < 1.0:
-        raise InputError("need --num-points >= 1, --downscale >= 1 and 0 <= --min-accumulation < 1.")
+    config_yml = validate.path(config_yml, "config_yml")
+    num_points = validate.integer(num_points, "num_points", minimum=1)
+    downscale = validate.integer(downscale, "downscale", minimum=1)
+    code_dim = validate.integer(code_dim, "code_dim", minimum=0)
+    if not 0.0 <= validate.number(min_accumulation, "min_accumulation") < 1.0:
+        raise InputError(f"min_accumulation: got {min_accumulation}; pass a number in [0, 1).")
+    check_run_config(config_yml)
     _, pipeline, _, _ = eval_setup(config_yml, test_mode="inference")
     datamanager = pipeline.datamanager
     if not isinstance(datamanager, FindDataManager):
@@ -87,6 +90,29 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
                  extra={"world": world, "scene": str(scene_dir.resolve()), "config": str(config_yml.resolve()),
                         "checkpoint": store.meta.checkpoint})
     return {"points": len(xyz), "dim": int(feature.shape[1]), "out": str(out_dir)}
+
+
+def check_run_config(config_yml: Path) -> None:
+    """Refuse, with the fix, what nerfstudio's ``eval_setup`` would only assert on: a missing file, broken
+    YAML, a file that is not a nerfstudio run config (e.g. an interface ``config.yaml``), another method."""
+    import yaml
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    fix = "pass the config.yml that `ns-train find-field` wrote (outputs/<scene>/find-field/<time>/config.yml)"
+    if not config_yml.is_file():
+        raise InputError(f"{config_yml}: not found; {fix}.")
+    try:
+        # nerfstudio writes (and eval_setup reads) its run configs as python-tagged YAML
+        config = yaml.load(config_yml.read_text(encoding="utf-8"), Loader=yaml.Loader)
+    except (yaml.YAMLError, ImportError, AttributeError, TypeError) as err:
+        raise InputError(f"{config_yml}: not a readable nerfstudio config ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); {fix}.") from err
+    if not isinstance(config, TrainerConfig):
+        what = "a plain mapping (an interface or other find3d config?)" if isinstance(config, dict) else \
+            type(config).__name__
+        raise InputError(f"{config_yml}: is {what}, not a nerfstudio run config; {fix}.")
+    if config.method_name != "find-field":
+        raise InputError(f"{config_yml}: a {config.method_name!r} run, not find-field; {fix}.")
 
 
 def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
@@ -220,11 +246,13 @@ def scene_cameras(scene_dir: Path, file_paths: tuple[str, ...]) -> list[dict[str
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="config.yml of an `ns-train find-field` run")
     parser.add_argument("--out", type=Path, required=True, help="output folder (points.ply, features.f16, ...)")
-    parser.add_argument("--num-points", type=int, default=200_000, help="about this many points after voxel merge")
-    parser.add_argument("--min-accumulation", type=float, default=0.5,
+    parser.add_argument("--num-points", type=validate.cli(validate.integer, minimum=1), default=200_000,
+                        help="about this many points after voxel merge")
+    parser.add_argument("--min-accumulation", type=validate.cli(validate.number, low=0.0, high=0.999), default=0.5,
                         help="drop rays whose rendered opacity is below this (they hit no surface)")
-    parser.add_argument("--downscale", type=int, default=1, help="render the training views this much smaller")
-    parser.add_argument("--code-dim", type=int, default=32,
+    parser.add_argument("--downscale", type=validate.cli(validate.integer, minimum=1), default=1,
+                        help="render the training views this much smaller")
+    parser.add_argument("--code-dim", type=validate.cli(validate.integer, minimum=0), default=32,
                         help="PCA code size for fast queries (0: none, queries read the full features)")
 
 

@@ -9,6 +9,10 @@ samples per ray), so the default run takes 15–50 minutes there. With CUDA, rai
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -18,12 +22,54 @@ from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from find3d.field.data import FindDataManagerConfig
+from find3d.field.embeddings import EmbeddingStore
 from find3d.field.model import FindFieldModelConfig
 
 MAX_ITERATIONS = 2000
 
+
+@dataclass
+class FindTrainerConfig(TrainerConfig):
+    """nerfstudio's TrainerConfig, with the two checks ``ns-train`` needs before a find-field run starts.
+
+    ``save_config`` is the last step of ``ns-train`` before training (and the only one find3d's plugin
+    sees), so it is where the run is made portable and its input checked:
+
+    - every path is stored absolute: nerfstudio resolves ``config.yml`` paths from the working directory,
+      so a relative ``--data scene`` would break ``ns-eval``, ``ns-render``, ``ns-viewer`` and
+      ``find3d export-field`` run from anywhere else;
+    - the embeddings store must be complete: a missing or partial one stops here with find3d's one-line
+      message (exit 2) instead of under a traceback from deep inside the trainer.
+    """
+
+    def save_config(self) -> None:
+        from find3d.errors import Find3dError
+
+        self.make_paths_absolute()
+        datamanager = self.pipeline.datamanager
+        if isinstance(datamanager, FindDataManagerConfig):
+            try:
+                EmbeddingStore.open(datamanager.store_dir())
+            except Find3dError as err:
+                print(f"ns-train {self.method_name}: error: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
+        super().save_config()
+
+    def make_paths_absolute(self) -> None:
+        """Every relative path of the run (data, embeddings, output folder) as an absolute one."""
+        datamanager = self.pipeline.datamanager
+        dataparser = getattr(datamanager, "dataparser", None)
+        if getattr(datamanager, "data", None) is not None and dataparser is not None:
+            dataparser.data = datamanager.data  # what the data manager does when it starts; stored as used
+        for owner, name in ((self, "output_dir"), (self, "data"), (self, "load_dir"), (datamanager, "data"),
+                            (datamanager, "embeddings"), (dataparser, "data")):
+            value = getattr(owner, name, None)
+            if isinstance(value, Path) and not value.is_absolute():
+                setattr(owner, name, value.absolute())
+
+
 find_field = MethodSpecification(
-    config=TrainerConfig(
+    config=FindTrainerConfig(
         method_name="find-field",
         steps_per_eval_batch=500,
         steps_per_eval_image=500,
