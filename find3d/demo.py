@@ -18,19 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from find3d.errors import Find3dError
+from find3d import validate
+from find3d.errors import Find3dError, InputError
 
+MIN_IMAGES = 2  # one train and one val image
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "interface" / "demo.yaml"
 QUERY = "the table"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (default outputs/demo)")
-    parser.add_argument("--images", type=int, default=48, help="images rendered for the 2D dataset (default 48)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every generated artefact (default 0)")
+    parser.add_argument("--images", type=validate.cli(validate.integer, minimum=MIN_IMAGES), default=48,
+                        help=f"images rendered for the 2D dataset, at least {MIN_IMAGES} (default 48)")
+    parser.add_argument("--seed", type=validate.cli(validate.integer, minimum=0), default=0,
+                        help="seed of every generated artefact (default 0)")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG,
                         help="interface training config (default: the few-minute configs/interface/demo.yaml)")
-    parser.add_argument("--field-iterations", type=int, default=300,
+    parser.add_argument("--field-iterations", type=validate.cli(validate.integer, minimum=1), default=300,
                         help="ns-train find-field iterations (default 300)")
 
 
@@ -46,8 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
 def demo(out: str | Path, images: int = 48, seed: int = 0, config: Path = DEMO_CONFIG,
          field_iterations: int = 300) -> dict[str, Any]:
-    """Run every stage on generated data; returns what was produced, by stage."""
-    out = Path(out)
+    """Run every stage on generated data; returns what was produced, by stage.
+
+    Every argument is checked before the first stage runs, so a bad one costs no work and leaves no
+    half-written output behind.
+    """
+    out = _check_arguments(out, images, seed, config, field_iterations)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"config": str(config), "field_iterations": field_iterations}
     stages: list[tuple[str, Callable[[Path, int, int, dict[str, Any]], None]]] = [
@@ -68,6 +76,25 @@ def demo(out: str | Path, images: int = 48, seed: int = 0, config: Path = DEMO_C
     for key in ("config", "field_iterations"):
         results.pop(key)
     return results
+
+
+def _check_arguments(out: str | Path, images: int, seed: int, config: Path, field_iterations: int) -> Path:
+    """Validate what every stage will be given (the training config included); returns ``out`` as a Path."""
+    from find3d.config import load_config
+    from find3d.train.config import TrainInterfaceConfig
+
+    out = validate.path(out, "out")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; pass a folder (it is created if missing).")
+    validate.integer(images, "images", minimum=MIN_IMAGES)
+    validate.integer(seed, "seed", minimum=0)
+    validate.integer(field_iterations, "field_iterations", minimum=1)
+    load_config(TrainInterfaceConfig, validate.path(config, "config"), _train_overrides(out, seed))
+    return out
+
+
+def _train_overrides(out: Path, seed: int) -> list[str]:
+    return [f"data={out / 'data'}", f"output_dir={out / 'interface'}", f"seed={seed}"]
 
 
 def _cli(*argv: str) -> None:
@@ -109,8 +136,7 @@ def _train(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
     from find3d.train.config import TrainInterfaceConfig
     from find3d.train.loop import train_interface
 
-    overrides = [f"data={out / 'data'}", f"output_dir={out / 'interface'}", f"seed={seed}"]
-    run_dir = train_interface(load_config(TrainInterfaceConfig, results["config"], overrides))
+    run_dir = train_interface(load_config(TrainInterfaceConfig, results["config"], _train_overrides(out, seed)))
     results["interface"] = f"{run_dir / 'checkpoints' / 'last.pt'} (curves: {run_dir / 'loss_curves.png'})"
 
 
