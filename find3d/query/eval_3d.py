@@ -15,9 +15,10 @@ negatives; a point is selected at relevancy >= ``--threshold``):
   is visible in the frame per the instance masks.
 
 Fusion baseline (no field): every training frame's stored 2D embeddings are back-projected with the
-frame's ground-truth depth; each sample is assigned to its nearest GT point (within the match
-distance) and the unit embeddings are averaged per point. The result is written as an export
-(``OUT/fusion/``) and evaluated by exactly the same code.
+frame's ground-truth depth and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
+averaged per ``DEFAULT_VOXEL`` voxel), the very code the live mapping node runs, so the baseline
+measures that node's map. The map is written as an export (``OUT/fusion/``) and evaluated by exactly
+the same code.
 """
 
 from __future__ import annotations
@@ -149,45 +150,40 @@ def _summary(per_category: dict[str, dict[str, Any]]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------- fusion baseline
-def fusion_baseline(scene: Scene, field: Any, out: Path, match_distance: float) -> Any:
-    """Back-project the stored 2D embeddings of the training frames onto the GT points (module doc)."""
-    from find3d.data.make_scene import backproject
+def fusion_baseline(scene: Scene, field: Any, out: Path, voxel: float | None = None) -> Any:
+    """Fuse the stored 2D embeddings of the training frames with GT depth into a voxel map (module doc)."""
     from find3d.field.embeddings import STORE_DIRNAME, EmbeddingStore
     from find3d.field.export import write_export
+    from find3d.mapping.fusion import DEFAULT_VOXEL, VoxelMap
     from find3d.query.field import Field
 
     store = EmbeddingStore.open(scene.root / STORE_DIRNAME)
-    sums = np.zeros((len(scene.gt_xyz), store.meta.dim), np.float64)
+    fused = VoxelMap(store.meta.dim, DEFAULT_VOXEL if voxel is None else voxel)
     for path in scene.transforms.get("train_filenames", []):
-        samples, features = _frame_samples(scene, store, path, backproject)
-        target = nearest_match(scene.gt_xyz, samples, match_distance)
-        keep = target >= 0
-        np.add.at(sums, target[keep], features[keep])
-    covered = np.flatnonzero(np.linalg.norm(sums, axis=1) > 1e-9)
-    if len(covered) == 0:
-        raise DataError(f"{scene.root}: no training view's depth reached a GT point; regenerate the scene.")
-    write_export(out, scene.gt_xyz[covered], np.full((len(covered), 3), 0.5, np.float32),
-                 sums[covered].astype(np.float32), np.asarray(store.image_vectors), field.frames, code_dim=0,
+        fused.integrate(frame_samples(scene, store, path))
+    if len(fused) == 0:
+        raise DataError(f"{scene.root}: no training view has depth; regenerate the scene.")
+    write_export(out, fused.points(), fused.colors(), fused.features(), np.asarray(store.image_vectors),
+                 field.frames, code_dim=0,
                  extra={"scene": str(scene.root.resolve()), "checkpoint": store.meta.checkpoint,
-                        "method": "fusion baseline: stored 2D embeddings back-projected with GT depth"})
+                        "voxel": fused.voxel,
+                        "method": "fusion baseline: stored 2D embeddings fused with GT depth (find3d.mapping)"})
     return Field.load(out)
 
 
-def _frame_samples(scene: Scene, store: Any, path: str, backproject: Any) -> tuple[np.ndarray, np.ndarray]:
-    """World points and unit embeddings of one frame's embedding cells (depth at each cell centre)."""
+def frame_samples(scene: Scene, store: Any, path: str) -> Any:
+    """One training frame's embedding cells back-projected with its GT depth (``find3d.mapping.fusion``)."""
     from PIL import Image
 
+    from find3d.fileio import load_image
+    from find3d.ingest.camera import Intrinsics
+    from find3d.mapping.fusion import cell_samples
+
     frame = scene.frame(path)
-    size = int(scene.transforms["w"])
     depth = np.asarray(Image.open(scene.root / frame["depth_file_path"])).astype(np.float64) / 1000.0
-    xyz = backproject(depth, float(scene.transforms["fl_x"]), size, np.asarray(frame["transform_matrix"]))
-    features = store.frame_features(store.index_of(path))
-    rows = ((np.arange(features.shape[0]) + 0.5) * depth.shape[0] / features.shape[0]).astype(int)
-    cols = ((np.arange(features.shape[1]) + 0.5) * depth.shape[1] / features.shape[1]).astype(int)
-    cell_depth = depth[rows][:, cols]
-    keep = cell_depth > 0
-    unit = features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-8)
-    return xyz[rows][:, cols][keep], unit[keep]
+    camera = Intrinsics.from_transforms(scene.transforms)
+    return cell_samples(store.frame_features(store.index_of(path)), depth, camera,
+                        np.asarray(frame["transform_matrix"]), load_image(scene.root / path))
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -213,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     negatives = np.stack([encode(interface, phrase) for phrase in CANONICAL_NEGATIVES])
     embeddings = {c: (encode(interface, c), negatives) for c in scene.categories()}
     out = args.out or args.field
-    baseline = fusion_baseline(scene, field, out / "fusion", args.match_distance)
+    baseline = fusion_baseline(scene, field, out / "fusion")
     results = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
                "match_distance": args.match_distance,
                "field": evaluate(field, scene, embeddings, args.threshold, args.match_distance),

@@ -1,0 +1,217 @@
+"""Fusion of per-pixel FIND embeddings into a voxel-hashed 3D map, with depth, frame after frame.
+
+One frame gives *samples*: every cell of its embedding grid (``Interface.embed_pixels``'s features,
+stride 4 of the model's input) whose centre pixel has depth is back-projected through the pinhole
+camera (nerfstudio conventions: OpenGL camera-to-world, pixel centres at +0.5) and carries its unit
+embedding and the pixel's colour (``cell_samples``).
+
+A ``VoxelMap`` accumulates samples into voxels of edge ``voxel`` metres, keyed by their integer
+coordinates packed into one int64: per voxel the sum of the unit embeddings (so a voxel's feature is
+the direction of their mean, what cosine relevancy reads), of the positions and colours, the number
+of samples and when it was last seen. Keys live in one sorted array searched with ``searchsorted``
+(a frame's thousands of samples are looked up and inserted in a few vectorised calls, no Python loop
+per sample); the per-voxel arrays grow by doubling up to ``max_voxels`` and never beyond, so the
+map's memory is bounded by ``bound_bytes(dim, max_voxels)`` whatever the run's length. When a frame
+would overflow it, the voxels seen longest ago (fewest samples first among equals) are evicted, a
+tenth of the map at once so that eviction stays rare: a robot that drives on keeps the map around
+it and forgets where it has not looked for longest.
+
+``eval-3d``'s fusion baseline is this very code over a scene's training frames and ground-truth
+depth, so the live mapping node's map quality is the baseline's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from find3d.errors import InputError
+
+DEFAULT_VOXEL = 0.02  # metres: a tabletop's objects stay several voxels wide
+DEFAULT_MAX_VOXELS = 500_000  # ~140 MB with 64-d embeddings, ~1 GB with 512-d (see bound_bytes)
+EVICT_SHARE = 0.1  # share of max_voxels freed when the map is full
+_BITS = 21  # per axis: 2^21 voxels of 2 cm span 42 km
+_OFFSET = 1 << (_BITS - 1)
+_AXIS_MAX = (1 << _BITS) - 1
+
+
+@dataclass
+class Samples:
+    """Back-projected embedding cells of one frame."""
+
+    xyz: np.ndarray  # (M, 3) float64 world points
+    features: np.ndarray  # (M, D) float32 unit embeddings
+    colors: np.ndarray  # (M, 3) float32 in [0, 1]
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+
+def cell_samples(features: np.ndarray, depth_m: np.ndarray, camera: Any, c2w: np.ndarray,
+                 rgb: np.ndarray | None = None, max_depth: float = np.inf) -> Samples:
+    """Samples of a frame: ``features`` (h, w, D) over an image whose z-depth in metres is ``depth_m``
+    (H, W; 0 or non-finite = no reading, beyond ``max_depth`` ignored); ``camera`` has fx, fy, cx, cy
+    (nerfstudio pixel convention, e.g. ``find3d.ingest.camera.Intrinsics``); ``c2w`` is OpenGL."""
+    features = np.asarray(features, dtype=np.float32)
+    depth_m = np.asarray(depth_m, dtype=np.float64)
+    if features.ndim != 3 or depth_m.ndim != 2:
+        raise InputError(f"features {features.shape} and depth {depth_m.shape}: expected (h, w, D) and (H, W).")
+    if rgb is not None and rgb.shape[:2] != depth_m.shape:
+        raise InputError(f"colour image {rgb.shape[:2]} and depth {depth_m.shape} differ in size; align the depth "
+                         "to the colour camera.")
+    # The pixel nearest each cell's centre stands for the cell (its depth, colour and ray).
+    rows = ((np.arange(features.shape[0]) + 0.5) * depth_m.shape[0] / features.shape[0]).astype(int)
+    cols = ((np.arange(features.shape[1]) + 0.5) * depth_m.shape[1] / features.shape[1]).astype(int)
+    depth = depth_m[rows][:, cols]
+    keep = np.isfinite(depth) & (depth > 0) & (depth <= max_depth)
+    cell_row, cell_col = np.nonzero(keep)
+    z = depth[keep]
+    u, v = cols[cell_col] + 0.5, rows[cell_row] + 0.5
+    camera_xyz = np.stack([(u - camera.cx) / camera.fx * z, -(v - camera.cy) / camera.fy * z, -z], axis=-1)
+    c2w = np.asarray(c2w, dtype=np.float64)
+    xyz = camera_xyz @ c2w[:3, :3].T + c2w[:3, 3]
+    cells = features[keep]
+    unit = cells / np.maximum(np.linalg.norm(cells, axis=-1, keepdims=True), 1e-8)
+    colors = (np.full((len(z), 3), 0.5, np.float32) if rgb is None
+              else rgb[rows[cell_row], cols[cell_col], :3].astype(np.float32) / 255.0)
+    return Samples(xyz, unit.astype(np.float32), colors)
+
+
+def bound_bytes(dim: int, max_voxels: int) -> int:
+    """The most memory a ``VoxelMap`` of ``dim``-d embeddings and ``max_voxels`` voxels holds."""
+    # feature sums (4 D) + position sums (8 x 3) + colour sums (4 x 3) + weight (4) + last seen (8)
+    # + a sorted key and its slot (8 + 8)
+    return max_voxels * (4 * dim + 24 + 12 + 4 + 8 + 16)
+
+
+class VoxelMap:
+    """Voxel-hashed, bounded-memory fusion of samples (see the module docstring)."""
+
+    def __init__(self, dim: int, voxel: float = DEFAULT_VOXEL, max_voxels: int = DEFAULT_MAX_VOXELS) -> None:
+        if dim < 1 or not np.isfinite(voxel) or voxel <= 0 or max_voxels < 1:
+            raise InputError(f"voxel map: dim {dim}, voxel {voxel} m, max_voxels {max_voxels}; need dim >= 1, "
+                             "voxel > 0 and max_voxels >= 1.")
+        self.dim, self.voxel, self.max_voxels = int(dim), float(voxel), int(max_voxels)
+        self.keys = np.zeros(0, np.int64)  # sorted voxel keys
+        self.slots = np.zeros(0, np.int64)  # row of keys[i] in the per-voxel arrays
+        self.count = 0  # rows in use
+        self.tick = 0  # integrations so far: the clock of ``seen``
+        self.evicted = 0
+        self._allocate(0)
+
+    def _allocate(self, capacity: int) -> None:
+        old = self.count
+        arrays = {"feature": (self.dim, np.float32), "xyz": (3, np.float64), "rgb": (3, np.float32),
+                  "weight": (None, np.float32), "seen": (None, np.int64)}
+        for name, (width, dtype) in arrays.items():
+            shape = (capacity,) if width is None else (capacity, width)
+            grown = np.zeros(shape, dtype)
+            if old:
+                grown[:old] = getattr(self, f"_{name}")[:old]
+            setattr(self, f"_{name}", grown)
+        self.capacity = capacity
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held now (the per-voxel arrays at their capacity, the keys and slots)."""
+        arrays = (self._feature, self._xyz, self._rgb, self._weight, self._seen, self.keys, self.slots)
+        return int(sum(a.nbytes for a in arrays))
+
+    def voxel_keys(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(int64 keys of the points inside the addressable range, bool mask of those points)."""
+        index = np.floor(np.asarray(xyz, dtype=np.float64) / self.voxel)
+        with np.errstate(invalid="ignore"):
+            inside = np.all(np.isfinite(index), axis=1) & np.all(np.abs(index) < _OFFSET, axis=1)
+        index = index[inside].astype(np.int64) + _OFFSET
+        return (index[:, 0] << (2 * _BITS)) | (index[:, 1] << _BITS) | index[:, 2], inside
+
+    def integrate(self, samples: Samples) -> int:
+        """Fuse one frame's samples; returns how many voxels it added."""
+        if samples.features.shape[1:] != (self.dim,):
+            raise InputError(f"samples of {samples.features.shape[1:]} embeddings into a {self.dim}-d map; embed "
+                             "with the interface the map was started with.")
+        self.tick += 1
+        keys, inside = self.voxel_keys(samples.xyz)
+        if not len(keys):
+            return 0
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        unique = keys[starts]
+        if len(unique) > self.max_voxels:  # one frame larger than the whole map: keep its first voxels
+            unique, starts = unique[:self.max_voxels], starts[:self.max_voxels]
+            order = order[:starts[-1] + np.count_nonzero(keys == keys[starts[-1]])]
+        sums = [np.add.reduceat(values[inside][order], starts, axis=0) for values in
+                (samples.features.astype(np.float32), samples.xyz, samples.colors.astype(np.float32))]
+        counts = np.diff(np.r_[starts, len(order)]).astype(np.float32)
+        slots, fresh = self._lookup(unique)
+        if self.count + len(fresh) > self.max_voxels:
+            self._seen[slots[slots >= 0]] = self.tick  # this frame's voxels are the newest: never evicted now
+            self._evict(self.count + len(fresh) - self.max_voxels)
+            slots, fresh = self._lookup(unique)
+        slots[fresh] = self._insert(unique[fresh])
+        self._feature[slots] += sums[0]
+        self._xyz[slots] += sums[1]
+        self._rgb[slots] += sums[2]
+        self._weight[slots] += counts
+        self._seen[slots] = self.tick
+        return len(fresh)
+
+    def _lookup(self, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(slot of each sorted unique key, -1 where absent; indices of the absent ones)."""
+        position = np.searchsorted(self.keys, unique)
+        found = position < len(self.keys)
+        found[found] = self.keys[position[found]] == unique[found]
+        slots = np.full(len(unique), -1, np.int64)
+        slots[found] = self.slots[position[found]]
+        return slots, np.flatnonzero(~found)
+
+    def _insert(self, keys: np.ndarray) -> np.ndarray:
+        """Rows for new sorted ``keys``, which join the sorted key array."""
+        needed = self.count + len(keys)
+        if needed > self.capacity:
+            self._allocate(min(max(needed, 2 * self.capacity, 1024), self.max_voxels))
+        rows = np.arange(self.count, needed, dtype=np.int64)
+        position = np.searchsorted(self.keys, keys)
+        self.keys, self.slots = np.insert(self.keys, position, keys), np.insert(self.slots, position, rows)
+        self.count = needed
+        return rows
+
+    def _evict(self, at_least: int) -> None:
+        """Drop the voxels seen longest ago (fewest samples first), at least ``at_least`` and a tenth of the map."""
+        n = self.count
+        drop = min(n, max(at_least, int(EVICT_SHARE * self.max_voxels)))
+        oldest = np.lexsort((self._weight[:n], self._seen[:n]))[:drop]
+        alive = np.ones(n, bool)
+        alive[oldest] = False
+        for name in ("_feature", "_xyz", "_rgb", "_weight", "_seen"):
+            array = getattr(self, name)
+            array[:n - drop] = array[:n][alive]
+            array[n - drop:n] = 0
+        renumber = np.cumsum(alive) - 1
+        keep = alive[self.slots]
+        self.keys, self.slots = self.keys[keep], renumber[self.slots[keep]]
+        self.count, self.evicted = n - drop, self.evicted + drop
+
+    # ------------------------------------------------------------------------------------ reading
+    def points(self) -> np.ndarray:
+        """(N, 3) float32 centroid of each voxel's samples."""
+        return (self._xyz[:self.count] / self._weight[:self.count, None]).astype(np.float32)
+
+    def colors(self) -> np.ndarray:
+        """(N, 3) float32 mean colour in [0, 1]."""
+        return self._rgb[:self.count] / self._weight[:self.count, None]
+
+    def features(self) -> np.ndarray:
+        """(N, D) float32 unit direction of each voxel's summed embeddings."""
+        sums = self._feature[:self.count]
+        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+    def weights(self) -> np.ndarray:
+        """(N,) samples fused into each voxel."""
+        return self._weight[:self.count].copy()

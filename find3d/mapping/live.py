@@ -1,0 +1,92 @@
+"""A live map: the voxel map, the keyframes fused into it, and a queryable snapshot of both.
+
+Fusion (the mapping worker) and queries (a node's service thread) run concurrently, so every access
+goes through one lock. ``field()`` is the map as a ``find3d.query.field.Field`` (points, colours,
+unit features; frames = the keyframes with their OpenGL poses and intrinsics), so
+``find3d.query.answer.answer`` answers on it exactly as on an exported field: same relevancy,
+thresholding, objects and frame ranking. The snapshot is rebuilt only after the map changed, and
+queries never see a half-integrated frame.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, Samples, VoxelMap
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """A frame fused into the map: where it was seen from and its image-level vector."""
+
+    file_path: str  # as the recorded scene lists it (or a name of the caller's)
+    c2w: np.ndarray  # (4, 4) OpenGL camera-to-world in the map frame
+    camera: Any  # fx, fy, cx, cy, width, height (``find3d.ingest.camera.Intrinsics``)
+    image_vector: np.ndarray  # (D,) retrieval-space vector of the frame
+    stamp_ns: int = 0
+
+    def entry(self) -> dict[str, Any]:
+        """The frame as an export's ``meta.json`` lists it (what ``Field.frame`` reads)."""
+        camera = self.camera
+        return {"file_path": self.file_path, "c2w": np.asarray(self.c2w, dtype=np.float64).tolist(),
+                "fl_x": float(camera.fx), "fl_y": float(camera.fy), "cx": float(camera.cx),
+                "cy": float(camera.cy), "w": int(camera.width), "h": int(camera.height)}
+
+
+class LiveMap:
+    """``add(keyframe, samples)`` from one thread, ``field()`` / ``cloud()`` from any other."""
+
+    def __init__(self, dim: int, voxel: float = DEFAULT_VOXEL, max_voxels: int = DEFAULT_MAX_VOXELS,
+                 root: str | Path = ".") -> None:
+        self.voxels = VoxelMap(dim, voxel, max_voxels)
+        self.keyframes: list[Keyframe] = []
+        self.root = Path(root)
+        self.version = 0  # bumped by every add: what snapshots are cached by
+        self._lock = threading.Lock()
+        self._field: tuple[int, Any] | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.voxels.dim
+
+    def __len__(self) -> int:
+        return len(self.voxels)
+
+    def add(self, keyframe: Keyframe, samples: Samples) -> int:
+        """Fuse one keyframe's samples; returns the voxels it added."""
+        with self._lock:
+            added = self.voxels.integrate(samples)
+            self.keyframes.append(keyframe)
+            self.version += 1
+            return added
+
+    def cloud(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points (N, 3), colours (N, 3)) of the map now."""
+        with self._lock:
+            return self.voxels.points(), self.voxels.colors()
+
+    def nbytes(self) -> int:
+        with self._lock:
+            return self.voxels.nbytes
+
+    def field(self) -> Any:
+        """The map as a ``find3d.query.field.Field`` (cached until the next ``add``)."""
+        from find3d.query.field import Field
+
+        with self._lock:
+            if self._field is not None and self._field[0] == self.version:
+                return self._field[1]
+            points, colors, features = self.voxels.points(), self.voxels.colors(), self.voxels.features()
+            frames = [keyframe.entry() for keyframe in self.keyframes]
+            vectors = (np.stack([k.image_vector for k in self.keyframes]).astype(np.float32) if frames
+                       else np.zeros((0, self.dim), np.float32))
+            meta = {"format": "find3d-live-map", "dim": self.dim, "count": len(points), "frames": frames,
+                    "voxel": self.voxels.voxel}
+            field = Field(self.root, meta, points, colors, features, vectors, None, None)
+            self._field = (self.version, field)
+            return field
