@@ -79,12 +79,13 @@ setup(
         ("share/find3d", ["ros_nodes/package.xml"]),
         ("share/find3d/launch", [str(p) for p in sorted(Path("launch").glob("*.launch.py"))]),
         ("share/find3d/config", [str(p) for p in sorted(Path("configs/ros").glob("*.yaml"))]),
-        ("lib/find3d", ["ros_nodes/bin/query_node"]),
+        ("lib/find3d", ["ros_nodes/bin/query_node", "ros_nodes/bin/mapping_node"]),
     ],
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={
-        "console_scripts": ["find3d = find3d.cli:main", "find3d-query-node = ros_nodes.query_node:main"],
+        "console_scripts": ["find3d = find3d.cli:main", "find3d-query-node = ros_nodes.query_node:main",
+                            "find3d-mapping-node = ros_nodes.mapping_node:main"],
         # `ns-train find-field`: nerfstudio discovers methods through this entry-point group.
         "nerfstudio.method_configs": ["find-field = find3d.field.method:find_field"],
     },
