@@ -1,0 +1,423 @@
+"""Bad input tried as a new user would (issue 15): each case fails with one clear line, or is accepted
+with the meaning a user expects, instead of a traceback or a silent wrong answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from find3d.cli import main
+from find3d.errors import ConfigError, DataError, InputError
+from find3d.field.embeddings import STORE_DIRNAME, EmbeddingStore, embed_frames, scene_frames
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+# ------------------------------------------------------------------------------- embed-frames resume
+@dataclass
+class Embedding:
+    features: np.ndarray
+    image_vector: np.ndarray
+
+
+class Embedder:
+    """Pooled RGB through a fixed random projection; ``fingerprint`` names the projection (the 'weights')."""
+
+    def __init__(self, seed: int, fail_after: int | None = None) -> None:
+        self.fingerprint = f"model-{seed}"
+        self.projection = np.random.default_rng(seed).normal(size=(3, 8)).astype(np.float32)
+        self.calls, self.fail_after = 0, fail_after
+
+    def embed_pixels(self, image: np.ndarray) -> Embedding:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # the user stops the run
+        h, w = image.shape[0] // 4, image.shape[1] // 4
+        pooled = image[: h * 4, : w * 4].reshape(h, 4, w, 4, 3).mean(axis=(1, 3)) / 255.0 @ self.projection
+        return Embedding(pooled, pooled.mean(axis=(0, 1)))
+
+
+@pytest.fixture(scope="module")
+def small_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from find3d.data.make_scene import make_scene
+
+    scene = tmp_path_factory.mktemp("bad_input") / "scene"
+    make_scene(scene, seed=0, views=6, heldout=0, size=64)
+    return scene
+
+
+def _copy_scene(scene: Path, to: Path) -> Path:
+    shutil.copytree(scene, to, ignore=shutil.ignore_patterns(STORE_DIRNAME))
+    return to
+
+
+def test_resume_is_decided_by_the_model_content_not_the_checkpoint_path(small_scene: Path, tmp_path: Path) -> None:
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    total = len(scene_frames(scene))
+    with pytest.raises(KeyboardInterrupt):
+        embed_frames(scene, Embedder(1, fail_after=3), checkpoint="last.pt", commit_every=2)
+    # The checkpoint at the same path moved on: a different model must not resume the old rows.
+    newer = Embedder(2)
+    store = embed_frames(scene, newer, checkpoint="last.pt", commit_every=2)
+    assert newer.calls == total and store.written == total
+    assert "different model" in store.replaced and "model-1" in store.replaced
+    image = np.asarray(Image.open(scene / scene_frames(scene)[0]["file_path"]).convert("RGB"))
+    np.testing.assert_allclose(store.frame_features(0), Embedder(2).embed_pixels(image).features, atol=2e-3)
+    # A complete store is refreshed when the model changed ...
+    third = Embedder(3)
+    assert embed_frames(scene, third, checkpoint="last.pt").written == total and third.calls == total
+    # ... and kept (0 frames embedded now) when only the path of the same weights changed.
+    same = Embedder(3)
+    kept = embed_frames(scene, same, checkpoint="copy.pt")
+    assert same.calls == 0 and kept.written == 0 and kept.replaced is None
+    assert EmbeddingStore.open(scene / STORE_DIRNAME).meta.checkpoint == "copy.pt"
+    assert json.loads((scene / STORE_DIRNAME / "meta.json").read_text())["model"] == "model-3"
+
+
+def test_embed_frames_cli_counts_and_names_a_changed_checkpoint(small_scene: Path, tiny_checkpoint: Path,
+                                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    total = len(scene_frames(scene))
+    checkpoint = tmp_path / "last.pt"
+    shutil.copy(tiny_checkpoint, checkpoint)
+    argv = ["embed-frames", "--data", str(scene), "--checkpoint", str(checkpoint)]
+    assert main(argv) == 0
+    assert f"{total} of {total} frames embedded now" in capsys.readouterr().out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"0 of {total} frames embedded now ({total} already embedded by the same model" in out
+    # Training goes on and writes new weights to the same path.
+    state = torch.load(checkpoint, weights_only=False)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 0.5
+    torch.save(state, checkpoint)
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "re-embedded every frame" in captured.err and "different model" in captured.err
+    assert f"{total} of {total} frames embedded now" in captured.out
+
+
+# ------------------------------------------------------------------------- one string is one item
+def test_one_string_is_one_item_in_the_shared_validator() -> None:
+    from find3d import validate
+
+    assert validate.strings("object", "negatives") == ["object"]
+    assert validate.strings(("a", "b"), "negatives") == ["a", "b"]
+    assert validate.strings([], "negatives", allow_empty=True) == []
+    for bad in (b"object", 3, None, [""], ["a", 1]):
+        with pytest.raises(InputError, match="negatives"):
+            validate.strings(bad, "negatives")
+
+
+def test_one_string_is_one_item_in_configs_and_eval(tiny_dataset: Path) -> None:
+    from find3d.config import load_config
+    from find3d.evaluation.run_eval import eval_dataset, resolve_tasks
+    from find3d.train.config import TrainInterfaceConfig
+
+    assert load_config(TrainInterfaceConfig, None, ["tasks=generic"]).tasks == ["generic"]
+    dataset = eval_dataset(tiny_dataset, "val", 64, None)
+    assert resolve_tasks(dataset, range(len(dataset)), "generic") == (["generic"], [])
+
+
+@pytest.fixture(scope="module")
+def interface(tiny_checkpoint: Path):
+    import find3d
+
+    return find3d.Interface.from_checkpoint(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def field(interface, tmp_path_factory: pytest.TempPathFactory):
+    """A small export in the tiny interface's space: points carrying its embeddings of three words."""
+    from find3d.field.export import write_export
+    from find3d.query import Field
+
+    words = [interface.encode_query(w).numpy() for w in ("table", "duck", "wall")]
+    features = np.repeat(np.stack(words), 4, axis=0) + np.random.default_rng(0).normal(0, 0.05, (12, interface.dim))
+    xyz = np.random.default_rng(1).uniform(-0.5, 0.5, (12, 3)).astype(np.float32)
+    frame = {"file_path": "images/a.png", "c2w": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 50.0,
+             "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+    root = tmp_path_factory.mktemp("field") / "export"
+    write_export(root, xyz, np.full((12, 3), 0.5, np.float32), features.astype(np.float32),
+                 words[0][None], [frame], code_dim=4)
+    return Field.load(root)
+
+
+def test_one_string_is_one_item_in_the_python_api(interface, field) -> None:
+    one = field.query("table", negatives="object", interface=interface, top_k_frames=0)
+    listed = field.query("table", negatives=["object"], interface=interface, top_k_frames=0)
+    np.testing.assert_array_equal(one.relevancy, listed.relevancy)
+    segmented = interface.segment(np.zeros((32, 32, 3), np.uint8), classes="table")
+    assert segmented.class_names == ["table"]
+    assert interface.model.language("a red mug").tokens.shape[0] == 1
+
+
+# ------------------------------------------------------------------------ Python API argument types
+def test_api_arguments_raise_input_error_naming_the_argument(interface, field) -> None:
+    import find3d
+
+    for bad in (None, 42):
+        with pytest.raises(InputError, match="checkpoint"):
+            find3d.Interface.from_checkpoint(bad)
+    with pytest.raises(InputError, match="interface="):
+        field.query("the table")
+    with pytest.raises(InputError, match="interface="):
+        field.query(np.ones(field.dim), negatives="object")
+    with pytest.raises(InputError, match=r"threshold: got str '0\.5'; pass a number in \[0\.0, 1\.0\]"):
+        field.query(np.ones(field.dim), threshold="0.5")
+    with pytest.raises(InputError, match="top_k_frames"):
+        field.query(np.ones(field.dim), top_k_frames=-3)
+    with pytest.raises(InputError, match="threshold"):
+        interface.segment(np.zeros((32, 32, 3), np.uint8), threshold="0.5")
+
+
+def test_a_long_query_says_what_is_truncated(interface) -> None:
+    from find3d.errors import Find3dWarning
+
+    with pytest.warns(Find3dWarning, match=r"text of 100\d\d characters.*only the first \d+ characters .* are ignored"):
+        interface.encode_query("the table " * 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Find3dWarning)
+        interface.encode_query("the table")  # short: nothing to say
+
+
+def test_field_load_names_missing_files(field, tmp_path: Path) -> None:
+    from find3d.query import Field
+
+    with pytest.raises(DataError, match=r"field folder .* not found; pass the --out folder") as missing:
+        Field.load(tmp_path / "nowhere")
+    assert "dataset" not in str(missing.value)
+    broken = tmp_path / "export"
+    shutil.copytree(field.root, broken)
+    (broken / "decoder.npz").unlink()
+    with pytest.raises(DataError, match=r"decoder\.npz: file not found; re-run `find3d export-field"):
+        Field.load(broken)
+    assert main(["query", "--field", str(broken), "--checkpoint", str(broken), "table"]) == 2
+
+
+# ---------------------------------------------------------------------------------- check-data
+def test_check_data_decodes_every_image_and_names_a_missing_folder(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from fixtures.tiny_coco import write_tiny_dataset
+
+    from find3d.data.check import check_data
+
+    root = write_tiny_dataset(tmp_path / "tiny").root
+    assert check_data(root) == []
+    (root / "val2017/000000000001.jpg").write_bytes(os.urandom(2048))  # random bytes named .jpg
+    problems = check_data(root)
+    assert len(problems) == 1 and "cannot be decoded" in problems[0].message and "image_id 1" in str(problems[0])
+    assert main(["check-data", str(root)]) == 1
+    (problem,) = check_data(tmp_path / "no-such-dataset")
+    assert "does not exist" in problem.message
+    assert main(["check-data", str(tmp_path / "no-such-dataset")]) == 1
+    assert "does not exist" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- train-interface
+@pytest.mark.parametrize(("override", "fragment"), [
+    ("max_steps=-5", "max_steps: -5 is out of range; it must be >= 1"),
+    ("max_steps=0", "max_steps: 0 is out of range"),
+    ("batch_size=0", "batch_size: 0 is out of range"),
+    ("interface.num_heads=5", "num_heads 5 does not divide hidden_dim 128"),
+])
+def test_train_config_is_validated_up_front(override: str, fragment: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    argv = ["train-interface", "--config", "configs/interface/demo.yaml", f"output_dir={out}", override]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    # One line naming the override (not the YAML file) as the source, and no run folder written.
+    assert err.count("\n") == 1 and fragment in err
+    assert err.startswith(f"find3d train-interface: error: override {override} (on top of config ")
+    assert not out.exists()
+
+
+def test_config_errors_name_their_source(tmp_path: Path) -> None:
+    from find3d.config import load_config
+    from find3d.train.config import TrainInterfaceConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("max_steps: 0\n")
+    with pytest.raises(ConfigError, match=rf"^config {path}: max_steps: 0 is out of range"):
+        load_config(TrainInterfaceConfig, path, ["batch_size=2"])
+    with pytest.raises(ConfigError, match=r"^override interface.num_heads=x \(on top of config .*\): "
+                                          r"interface.num_heads: expected an integer"):
+        load_config(TrainInterfaceConfig, path, ["max_steps=3", "interface.num_heads=x"])
+    with pytest.raises(ConfigError, match=r"e\.g\. max_steps=200") as hint:
+        load_config(TrainInterfaceConfig, None, ["max_steps"])
+    assert "train." not in str(hint.value)
+
+
+def test_resume_with_nothing_to_resume_says_so(tiny_dataset: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    from conftest import TINY_TRAIN_OVERRIDES
+
+    out = tmp_path / "run"
+    overrides = [f"data={tiny_dataset}", f"output_dir={out}", *TINY_TRAIN_OVERRIDES, "max_steps=1"]
+    assert main(["train-interface", "--resume", *overrides]) == 0
+    assert f"--resume: no checkpoint in {out / 'checkpoints'} yet; starting from step 0" in capsys.readouterr().err
+    (out / "checkpoints" / "step_00000001.pt").write_bytes(b"not a checkpoint")
+    assert main(["train-interface", "--resume", *overrides]) == 2
+    assert "delete it and --resume again" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_in_eval_does_not_suggest_resuming(tiny_dataset: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\0" * 64)
+    assert main(["eval", "--checkpoint", str(broken), "--data", str(tiny_dataset)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt" in err and "resume" not in err and "earlier step_*.pt" in err
+
+
+def test_eval_on_a_cuda_device_this_torch_cannot_use(tiny_checkpoint: Path, tiny_dataset: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    argv = ["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(tiny_dataset), "--device", "cuda:99"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "device: 'cuda:99'" in err and "CUDA" in err
+
+
+# ---------------------------------------------------------------------------- CLI value checks
+@pytest.mark.parametrize("argv", [
+    ["export-field", "--config", "x.yml", "--out", "x", "--code-dim", "-1"],
+    ["query", "--field", "x", "--top-k", "-3", "mug"],
+    ["query", "--field", "x", "--threshold", "1.5", "mug"],
+    ["embed-frames", "--data", "x", "--checkpoint", "y", "--code-dim", "-1"],
+    ["eval", "--checkpoint", "x", "--data", "y", "--batch-size", "0"],
+    ["demo", "--field-iterations", "-1"],
+    ["demo", "--images", "1"],
+])
+def test_bad_numbers_are_argparse_errors(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "pass an integer >=" in err or "pass a number in" in err
+
+
+def test_export_field_refuses_what_is_not_a_find_field_run(tiny_checkpoint: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    interface_yaml = tiny_checkpoint.parent.parent / "config.yaml"
+    assert main(["export-field", "--config", str(interface_yaml), "--out", str(tmp_path / "x")]) == 2
+    assert "not a nerfstudio run config" in capsys.readouterr().err
+    broken = tmp_path / "config.yml"
+    broken.write_text("a: [1\n")
+    assert main(["export-field", "--config", str(broken), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ParserError" in err and "ns-train find-field" in err
+
+
+def test_demo_validates_every_argument_before_any_stage(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from find3d.demo import demo
+
+    bad = tmp_path / "heads.yaml"
+    bad.write_text("interface:\n  num_heads: 5\n")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", str(bad)]) == 2
+    assert "num_heads 5 does not divide" in capsys.readouterr().err
+    with pytest.raises(InputError, match="field_iterations"):
+        demo(out, field_iterations=-1)
+    with pytest.raises(InputError, match="seed"):
+        demo(out, seed=-1)
+    assert not out.exists()  # nothing was written
+
+
+# ------------------------------------------------------------------------------------ console noise
+def test_pybullet_banner_is_not_printed() -> None:
+    code = "from find3d.data.engine.scene import SceneBuilder; SceneBuilder(); print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n" and "pybullet build time" not in done.stderr
+
+
+def test_library_filters_leave_other_warnings_alone() -> None:
+    from find3d.compat.quiet import filter_library_warnings, loader_workers, usable_cpus
+
+    filter_library_warnings()
+    message = "Using a non-tuple sequence for multidimensional indexing is deprecated"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        filter_library_warnings()
+        warnings.warn_explicit(message, UserWarning, "cameras.py", 1, module="nerfstudio.cameras.cameras")
+        warnings.warn_explicit(message, UserWarning, "mine.py", 1, module="find3d.mine")
+        warnings.warn_explicit("a real problem", UserWarning, "cameras.py", 2, module="nerfstudio.cameras.cameras")
+    assert [(str(w.message), w.filename) for w in caught] == [(message, "mine.py"), ("a real problem", "cameras.py")]
+    assert 1 <= loader_workers(64) == usable_cpus() <= (os.cpu_count() or 1)
+    assert loader_workers(0) == 0
+
+
+# ------------------------------------------------------------------- nerfstudio: ns-train, paths, render
+def _run(argv: list[str], cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+@pytest.mark.slow
+def test_ns_train_on_an_incomplete_store_is_one_line(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    scene = tmp_path / "scene"
+    shutil.copytree(pipeline["scene"], scene)
+    done = np.load(scene / STORE_DIRNAME / "done.npy")
+    done[2:] = False
+    np.save(scene / STORE_DIRNAME / "done.npy", done)
+    result = _run([str(BIN / "ns-train"), "find-field", "--data", str(scene), "--max-num-iterations", "2",
+                   "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs")], tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ns-train find-field: error: {scene / STORE_DIRNAME}: {len(done) - 2} of {len(done)} frames have no "
+        "embeddings yet; run `find3d embed-frames --data SCENE` (it resumes where it stopped)."]
+
+
+@pytest.mark.slow
+def test_a_run_trained_with_relative_paths_works_from_any_directory(pipeline: dict[str, Path], tmp_path: Path,
+                                                                    ) -> None:
+    """ns-train from the scene's parent with relative paths; export-field and the README's ns-render
+    command from another directory. The training output carries no library noise."""
+    import re
+
+    import yaml
+
+    work = tmp_path / "work"
+    shutil.copytree(pipeline["scene"], work / "scene")
+    trained = _run([str(BIN / "ns-train"), "find-field", "--data", "scene", "--max-num-iterations", "4",
+                    "--vis", "tensorboard", "--output-dir", "runs",
+                    "--pipeline.datamanager.train-num-rays-per-batch", "256"], work)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    for noise in ("worker processes", "FutureWarning", "non-tuple sequence", "requires_grad=True to a scalar"):
+        assert noise not in trained.stderr, trained.stderr[-3000:]
+    (config,) = (work / "runs").glob("scene/find-field/*/config.yml")
+    stored = yaml.load(config.read_text(), Loader=yaml.Loader)  # nerfstudio's python-tagged YAML
+    datamanager = stored.pipeline.datamanager
+    assert stored.output_dir == work / "runs" and datamanager.data == work / "scene"
+    assert datamanager.dataparser.data == work / "scene"
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    exported = _run([str(BIN / "find3d"), "export-field", "--config", str(config), "--out", "export",
+                     "--num-points", "500", "--min-accumulation", "0"], elsewhere)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert json.loads((elsewhere / "export" / "meta.json").read_text())["count"] > 0
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (command,) = re.findall(r"^(ns-render interpolate .*)$", readme, flags=re.MULTILINE)
+    argv = command.split()
+    argv[argv.index("--load-config") + 1] = str(config)
+    argv[argv.index("--output-path") + 1] = "renders"
+    rendered = _run([str(BIN / argv[0]), *argv[1:], "--downscale-factor", "4", "--interpolation-steps", "1"],
+                    elsewhere)
+    assert rendered.returncode == 0, rendered.stdout[-2000:] + rendered.stderr[-2000:]
+    assert list((elsewhere / "renders").glob("*.jpg"))
