@@ -41,8 +41,11 @@ def test_checkpoints_rotate_and_last_points_to_newest(tmp_path):
 def test_corrupt_and_foreign_checkpoints_name_the_fix(tmp_path):
     path = save_checkpoint(tmp_path, 1, {"model": {}, "config": {}})
     path.write_bytes(path.read_bytes()[:50])
-    with pytest.raises(ModelError, match=r"corrupt .* delete it and resume from an earlier checkpoint"):
+    with pytest.raises(ModelError, match=r"corrupt .* pass an intact one, e\.g\. an earlier step_\*\.pt") as err:
         load_checkpoint(path)
+    assert "resume" not in str(err.value)  # eval and the API load checkpoints too
+    with pytest.raises(ModelError, match=r"corrupt .*; delete it and resume"):
+        load_checkpoint(path, fix="delete it and resume")
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {}}, foreign)
     with pytest.raises(ModelError, match="not a find3d interface checkpoint"):
