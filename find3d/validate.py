@@ -16,6 +16,7 @@ line (exit 2) before any work starts.
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,8 +47,6 @@ def strings(value: Any, name: str, allow_empty: bool = False) -> list[str]:
 
 def integer(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """An ``int`` (not a bool, not a string) within ``[minimum, maximum]``."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InputError(f"{_at(name)}got {type(value).__name__} {value!r}; pass an integer{_bounds(minimum, maximum)}")
     value = int(value)
@@ -58,8 +57,6 @@ def integer(value: Any, name: str, minimum: int | None = None, maximum: int | No
 
 def number(value: Any, name: str, low: float | None = None, high: float | None = None) -> float:
     """A real number (not a bool, not a string, not NaN) within ``[low, high]``."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != value:
         raise InputError(f"{_at(name)}got {type(value).__name__} {value!r}; pass a number{_bounds(low, high)}")
     value = float(value)
