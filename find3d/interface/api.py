@@ -279,6 +279,7 @@ class Interface:
         digest = hashlib.sha256(json.dumps({
             "vision": model.vision.name, "language": model.language.name, "layer": model.language.layer,
             "image_size": self._image_size, "canvas": self._canvas, "class_prompt": self._class_prompt,
+            "pixel_mix": "objectness",  # embed_pixels' mix changed: stores written by the old one are stale
         }, sort_keys=True).encode())
         for name, tensor in sorted(model.interface.state_dict().items()):
             digest.update(name.encode())
@@ -473,6 +474,26 @@ class Interface:
             out = self._run(samples, ["interleave_retrieval"], pyramid=expanded)["interleave_retrieval"]
             vectors.append(out["semantic"]["q.interleave"][:, 0])
         return (torch.cat(vectors).float().cpu() @ image_vectors.T).numpy()
+
+    def encode_retrieval(self, query: str | InterleaveEntry, base_dir: str | Path = ".",
+                         images: Sequence[Any] | None = None, masks: Sequence[Any | None] | None = None,
+                         ) -> torch.Tensor:
+        """``(D,)`` unit vector of a query in the *retrieval* space of ``embed_image`` / frame vectors:
+        plain text as a caption (``retrieve``), an entry with visual references as an interleave entry
+        (``interleave_retrieve``). What FIND's interleave video localisation ranks frames with."""
+        parsed = _entry(query, base_dir, images, masks)
+        if not any(e.ref is not None for e in parsed.entities):
+            text = " ".join(parsed.sentence.replace(PLACEHOLDER, " ").split())
+            if not text:
+                raise InputError(f"query {query!r}: nothing to embed; pass words or an <image:...> reference")
+            with torch.no_grad():
+                return F.normalize(self.model.encode_texts([text], kind="caption")[0].float().cpu(), dim=0)
+        blank = np.zeros((self._canvas, self._canvas, 3), dtype=np.uint8)
+        with torch.no_grad():
+            pyramid = self.model.vision(torch.zeros(1, 3, self._canvas, self._canvas, device=self.device))
+        out = self._run([Sample("entry", blank, interleave=[self._fit_entry(parsed)])], ["interleave_retrieval"],
+                        pyramid=pyramid)["interleave_retrieval"]
+        return F.normalize(out["semantic"]["q.interleave"][0, 0].float().cpu(), dim=0)
 
     # --- embeddings for 3D --------------------------------------------------------------------
     def embed_pixels(self, image: Any, size: tuple[int, int] | None = None, confidence: bool = True

@@ -278,10 +278,16 @@ class FindInterface(nn.Module):
         return F.interpolate(output["masks"], size=size, mode="bilinear", align_corners=False).sigmoid()
 
     @staticmethod
-    def pixel_embeddings(outputs: Outputs, size: tuple[int, int] | None = None
+    def pixel_embeddings(outputs: Outputs, size: tuple[int, int] | None = None, confidence: bool = True
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-pixel embeddings ``E(x) = Σ_k m_k(x) s_k / Σ_k m_k(x)`` over object queries, normalised,
+        """Per-pixel embeddings ``E(x) = Σ_k c_k m_k(x) s_k / Σ_k c_k m_k(x)`` over object queries, normalised,
         ``(B, P, h, w)`` (stride 4 unless ``size``), and the image-level vectors ``(B, P)``.
+
+        ``c_k = 1 - p_k(no object)`` when the generic outputs carry class ``logits`` and ``confidence``
+        (Mask2Former's semantic inference weights masks by class probability the same way): without it,
+        the ~2/3 of object queries that predict "no object" still spread their diffuse masks and
+        off-target embeddings over every pixel, which blurs small objects into the table (measured in
+        bench/results/field.md). ``c_k = 1`` otherwise.
 
         ``outputs`` must hold the "generic" task (object masks and embeddings) and the "retrieval"
         task (the image query trained against captions), e.g. ``tasks=["generic", "retrieval"]``.
@@ -295,6 +301,9 @@ class FindInterface(nn.Module):
         if size is not None:
             masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         weights = masks.sigmoid()
+        if confidence and generic.get("logits") is not None:
+            objectness = 1.0 - generic["logits"].softmax(-1)[..., -1]  # (B, K)
+            weights = weights * objectness[..., None, None]
         mixed = torch.einsum("bkhw,bkp->bphw", weights, generic["semantic"]["q.object"])
         mixed = mixed / weights.sum(1, keepdim=True).clamp(min=1e-6)
         return F.normalize(mixed, dim=1), outputs["retrieval"]["semantic"]["q.image"][:, 0]
