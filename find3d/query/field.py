@@ -44,7 +44,8 @@ FORMAT = "find3d-field-points"
 VERSION = 2  # 2: code.f32 is dimension-major
 CHUNK_ROWS = 1 << 16  # points per product: temporaries stay in the CPU cache
 TEMPERATURE = 10.0  # LERF's softmax temperature
-CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives
+CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives (explicit opt-in)
+SAME_CLASS_COSINE = 0.95  # a vocabulary class this close to the query is the query, not a negative
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
@@ -214,7 +215,7 @@ class Field:
                              "interface=find3d.Interface.from_checkpoint(CKPT), or embeddings instead.")
         if interface is not None:
             embedding = encode(interface, query, base_dir, images, masks)
-            negatives = encode_negatives(interface, negatives, base_dir)
+            negatives = encode_negatives(interface, negatives, base_dir, query_vector=embedding)
         relevancy = self.relevancy(embedding, negatives)
         order = select(relevancy, threshold)
         frames = self.rank_frames(relevancy, order, top_k_frames)
@@ -316,11 +317,36 @@ def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".", images
     return np.asarray(vector, dtype=np.float32)
 
 
-def encode_negatives(interface: Any, negatives: Any | None, base_dir: str | os.PathLike = ".") -> np.ndarray | None:
-    """(K, D) embeddings of negative phrases (None: the canonical ones; empty: no negatives -> None)."""
+def encode_negatives(interface: Any, negatives: Any | None, base_dir: str | os.PathLike = ".",
+                     query_vector: np.ndarray | None = None) -> np.ndarray | None:
+    """(K, D) embeddings of negative phrases (empty: no negatives -> None).
+
+    ``None`` with a ``query_vector``: the interface's own vocabulary minus the query's
+    (``vocabulary_negatives``); ``None`` without one: LERF's canonical phrases.
+    """
+    if negatives is None and query_vector is not None and getattr(interface, "class_names", None):
+        return vocabulary_negatives(interface, query_vector)
     # one string is one negative phrase, never its characters
     phrases = CANONICAL_NEGATIVES if negatives is None else validate.strings(negatives, "negatives", allow_empty=True)
     return np.stack([encode(interface, phrase, base_dir) for phrase in phrases]) if phrases else None
+
+
+def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray | None:
+    """(K, D) negatives for a query: every class the interface was trained on except the query's own.
+
+    LERF's "object / things / stuff / texture" were picked for CLIP; this interface never saw them, and
+    in its space they are far from everything, so every point beat them (the README's "the table" once
+    selected 147706 of 147706 points). Its class embeddings are what its pixel embeddings were trained
+    to match, so "relevancy >= 0.5" becomes "closer to the query than to any other known class" — a
+    threshold that means something. The query's own class is the vocabulary entry nearest to it
+    (for "the red mug", "mug"), plus any within ``SAME_CLASS_COSINE`` of it (synonyms of one query).
+    """
+    query = np.asarray(query_vector, dtype=np.float32)
+    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    vectors = np.stack([encode(interface, name) for name in interface.class_names])
+    similarity = vectors @ query
+    keep = (similarity < similarity.max()) & (similarity < SAME_CLASS_COSINE)
+    return vectors[keep] if keep.any() else None
 
 
 def select(relevancy: np.ndarray, threshold: float) -> np.ndarray:
