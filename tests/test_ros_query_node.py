@@ -57,6 +57,7 @@ def request(query: str, images=(), masks=(), threshold: float = 0.0, top_k: int 
 
 def test_service_answers_equal_the_python_api(client, pipeline, crop) -> None:
     import find3d
+    from find3d.query.answer import answer as answer_query
     from ros_nodes.conversions import read_cloud
 
     ros, service = client
@@ -70,8 +71,9 @@ def test_service_answers_equal_the_python_api(client, pipeline, crop) -> None:
     for text, images, masks in cases:
         answer = call(ros, service, request(text, images, masks, threshold=0.5, top_k=2))
         assert answer.success, answer.message
-        expected = field.query(text, threshold=0.5, top_k_frames=2, interface=interface, images=images,
-                               masks=masks or None)
+        # what the node serves is answer(): Field.query's mask, or for a relation query its target's
+        expected = answer_query(field, interface, text, threshold=0.5, top_k=2, images=images,
+                                masks=masks or None).result
         cloud = read_cloud(answer.mask)
         assert answer.selected == len(expected.indices) == len(cloud["x"]) and answer.total == len(field)
         positions = np.stack([cloud["x"], cloud["y"], cloud["z"]], axis=1)
@@ -86,8 +88,8 @@ def test_service_answers_equal_the_python_api(client, pipeline, crop) -> None:
                                      [orientation.x, orientation.y, orientation.z, orientation.w])
             np.testing.assert_allclose(optical_to_opengl(optical), poses[frame.file_path], atol=1e-6)
             assert frame.camera_info.width == 64 and frame.camera_info.k[2] == pytest.approx(31.5)
-        # An interleaved query answers each entity too: its words, then the reference.
-        assert [e.entity for e in answer.entities] == (["the mug next to", "<image:0>"] if "next" in text else [])
+        # An interleaved query answers each entity too: the head's words (the relation split off), then the reference.
+        assert [e.entity for e in answer.entities] == (["the mug", "<image:0>"] if "next" in text else [])
 
 
 def test_objects_equal_the_python_api_and_bound_their_points(client, pipeline) -> None:
@@ -237,7 +239,7 @@ def test_start_up_failures_exit_1_with_one_clear_line(pipeline, tmp_path: Path) 
                "cy": 24.0, "w": 64, "h": 48}]
     write_export(other, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), np.eye(3, 8, dtype=np.float32),
                  np.eye(1, 8, dtype=np.float32), frames)
-    cases = {"does not exist": {"field": tmp_path / "missing"},
+    cases = {"missing": {"field": tmp_path / "missing"},
              "not made with this interface": {"field": other, "checkpoint": pipeline["checkpoint"]},
              "parameter `field` is not set": {}}
     for expected, parameters in cases.items():

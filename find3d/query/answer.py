@@ -1,9 +1,18 @@
 """A whole answer to a 3D query: the mask, its objects, per-entity masks and the best frames.
 
-``answer(field, interface, query, ...)`` is what the ROS 2 nodes serve: ``Field.query`` for the
-query as a whole (so a node's mask is exactly the Python API's), the objects of that mask
-(``find3d.query.objects``) and, for an interleaved query, each entity's own mask and objects (its
-words, then each visual reference), scored against the same negatives.
+``answer(field, interface, query, ...)`` is what the ROS 2 nodes serve.
+
+- Text or an image crop: ``Field.query`` for the query as a whole and the objects of that mask
+  (``find3d.query.objects``), most relevant first.
+- Interleaved, FIND's semantics: each entity (the head's words or reference, then the others) gets
+  its own 3D mask and objects, scored against the same kind of negatives. With a spatial relation
+  between two entities ("the mug next to <image:keys.png>", "the duck behind the tray": see
+  ``find3d.query.relations``) the head entity is the target and the relation picks, among the
+  head's objects, the one that satisfies it relative to the other entity's best object: ``target``.
+  ``result`` is then the target's mask (the head entity's relevancy on the target's points) and
+  ``objects`` lists the target first, then the head's other instances — what a robot acts on.
+- Without a relation an interleaved query keeps the mean-vector mask of ``Field.query`` and adds
+  its per-entity masks.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import numpy as np
 
 from find3d.query.field import Field, QueryResult, encode_negatives, select
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL, Object3D, group_objects
+from find3d.query.relations import pick, split_relation
 
 
 @dataclass
@@ -31,11 +41,13 @@ class EntityAnswer:
 
 @dataclass
 class Answer:
-    """``Field.query``'s result for the whole query, its objects and (interleaved) per-entity masks."""
+    """``Field.query``'s result for the whole query (or the target's), its objects and per-entity masks."""
 
     result: QueryResult
     objects: list[Object3D]
     entities: list[EntityAnswer] = field(default_factory=list)
+    target: Object3D | None = None  # the instance a spatial relation picked (``objects[0]`` then)
+    relation: str | None = None  # "left", "right", "front", "behind", "near", "on" (relations.RELATIONS)
 
 
 def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | None = None,
@@ -43,19 +55,55 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
            threshold: float = 0.5, top_k: int = 3, base_dir: str | os.PathLike = ".",
            object_voxel: float = OBJECT_VOXEL, min_object_points: int = MIN_OBJECT_POINTS) -> Answer:
     """Answer ``query`` (text, interleaved text, or an image crop) on ``field_`` through ``interface``."""
-    result = field_.query(query, negatives=negatives, threshold=threshold, top_k_frames=top_k, interface=interface,
-                          base_dir=base_dir, images=images, masks=masks)
-
     def objects_of(indices: np.ndarray, relevancy: np.ndarray) -> list[Object3D]:
         return group_objects(field_.points, indices, relevancy, object_voxel, min_object_points)
 
+    def entity(label: str, vector: Any) -> tuple[EntityAnswer, np.ndarray]:
+        vector = vector.numpy() if hasattr(vector, "numpy") else np.asarray(vector, np.float32)
+        negative = encode_negatives(interface, negatives, base_dir, query_vector=vector)
+        relevancy = field_.relevancy(vector, negative)
+        order = select(relevancy, threshold)
+        return EntityAnswer(label, order, relevancy[order], objects_of(order, relevancy)), relevancy
+
+    relation = split_relation(query) if isinstance(query, str) else None
+    if relation is not None:
+        head, head_relevancy = entity(relation.head, _one_vector(interface, relation.head, base_dir, images, masks))
+        other, _ = entity(relation.other, _one_vector(interface, relation.other, base_dir, images, masks))
+        target = None
+        if head.objects and other.objects:
+            camera = _viewer(field_, head, other)
+            target = pick(head.objects, other.objects[0], relation.relation, field_.points, camera)
+        if target is None and head.objects:
+            target = head.objects[0]
+        indices = target.indices if target is not None else np.zeros(0, np.int64)
+        frames = field_.rank_frames(head_relevancy, indices, top_k) if top_k > 0 else []
+        result = QueryResult(head_relevancy, indices, head_relevancy[indices], threshold, frames)
+        rest = [obj for obj in head.objects if obj is not target]
+        return Answer(result, ([target] if target is not None else []) + rest, [head, other], target,
+                      relation.relation)
+    result = field_.query(query, negatives=negatives, threshold=threshold, top_k_frames=top_k, interface=interface,
+                          base_dir=base_dir, images=images, masks=masks)
     entities = []
     if isinstance(query, str) and "<image:" in query:
         entity_vectors = interface.encode_entities(query, base_dir=base_dir, images=images, masks=masks)
         if len(entity_vectors) > 1:
-            negative = encode_negatives(interface, negatives, base_dir)
-            for label, vector in entity_vectors:
-                relevancy = field_.relevancy(vector.numpy(), negative)
-                order = select(relevancy, threshold)
-                entities.append(EntityAnswer(label, order, relevancy[order], objects_of(order, relevancy)))
+            entities = [entity(label, vector)[0] for label, vector in entity_vectors]
     return Answer(result, objects_of(result.indices, result.relevancy), entities)
+
+
+def _one_vector(interface: Any, text: str, base_dir: str | os.PathLike, images: Sequence[Any] | None,
+                masks: Sequence[Any | None] | None) -> Any:
+    """One entity's vector: its words and / or references, as ``Interface.encode_query`` mixes them."""
+    return interface.encode_query(text, base_dir=base_dir, images=images, masks=masks)
+
+
+def _viewer(field_: Field, head: EntityAnswer, other: EntityAnswer) -> np.ndarray | None:
+    """The camera of the frame that sees the most of both entities' best objects: "left of" is its left."""
+    if not len(field_.frames):
+        return None
+    weights = np.zeros(len(field_), dtype=np.float32)
+    weights[head.objects[0].indices] = 1.0
+    weights[other.objects[0].indices] = 1.0
+    selected = np.flatnonzero(weights)
+    [best] = field_.rank_frames(weights, selected, 1)
+    return best.c2w

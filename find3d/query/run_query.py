@@ -4,9 +4,11 @@
     find3d query --field DIR --image crop.png
     find3d query --field DIR "the mug next to <image:keys.png>"
 
-The query and the canonical negatives are encoded through the FIND interface that embedded the
-frames (``--checkpoint``, by default the one recorded in the export's meta.json). Writes, into
-``--out`` (default: the field folder)::
+The query is answered by ``find3d.query.answer.answer`` (as the ROS 2 nodes answer it): encoded
+through the FIND interface that embedded the frames (``--checkpoint``, by default the one recorded in
+the export's meta.json) against the interface's vocabulary as negatives; a spatial relation ("next
+to", "left of", "behind", "on") makes the mask the head entity's instance that satisfies it. Writes,
+into ``--out`` (default: the field folder)::
 
     mask.ply            the selected points (relevancy >= --threshold) with their colours
     query.npz           indices (M,) int64 most relevant first, scores (M,) float32, threshold
@@ -40,11 +42,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=validate.cli(validate.integer, minimum=0), default=3,
                         help="best frames to report and draw (0: none)")
     parser.add_argument("--negatives", nargs="*", default=None,
-                        help='negative phrases (default "object" "things" "stuff" "texture"; the bare flag: none)')
+                        help="negative phrases (default: every class the interface knows except the query's; "
+                             "the bare flag: none)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the field folder)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from find3d.query.answer import answer
     from find3d.query.field import Field
 
     if (args.text is None) == (args.image is None):
@@ -55,12 +59,15 @@ def run(args: argparse.Namespace) -> int:
     interface = load_interface(field, args.checkpoint)
     query: Any = args.text if args.image is None else args.image
     # Interleaved references are resolved from the working directory, like any command-line path.
-    result = field.query(query, negatives=args.negatives, threshold=args.threshold, top_k_frames=args.top_k,
-                         interface=interface, base_dir=Path.cwd())
+    answered = answer(field, interface, query, negatives=args.negatives, threshold=args.threshold,
+                      top_k=args.top_k, base_dir=Path.cwd())
+    result = answered.result
     out = args.out or args.field
     write_result(field, result, out, str(query))
     best = f"; best frame {result.frames[0].file_path} ({result.frames[0].score:.2f})" if result.frames else ""
-    print(f"{len(result.indices)} of {len(field)} points at relevancy >= {result.threshold}{best} -> {out}")
+    what = (f"the instance {answered.relation!r} its reference" if answered.relation else
+            f"{len(answered.objects)} object(s)")
+    print(f"{len(result.indices)} of {len(field)} points at relevancy >= {result.threshold} ({what}){best} -> {out}")
     return 0
 
 
