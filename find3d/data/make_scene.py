@@ -48,18 +48,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", type=int, default=8, help="held-out views for val/test (default 8)")
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous make-scene output in --out")
+    parser.add_argument("--repeat", action="store_true",
+                        help="put a second instance (another colour) of some categories on the table, so queries "
+                             "must tell instances apart ('the mug next to the duck')")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, repeat=args.repeat)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
-               overwrite: bool = False) -> dict[str, Any]:
-    """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``."""
+               overwrite: bool = False, repeat: bool = False) -> dict[str, Any]:
+    """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
+    ``repeat_categories``."""
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
@@ -67,6 +71,8 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     out = Path(out)
     prepare_folder(out, overwrite, OUTPUTS, ("images", "depths", "instances", "ground_truth"))
     spec = compose_scene(np.random.default_rng([seed, 0]), min_objects=5, max_objects=7)
+    if repeat:
+        spec = repeat_categories(spec, np.random.default_rng([seed, 1]))
     cameras, is_heldout = _orbit(views, heldout)
     builder = SceneBuilder()
     try:
@@ -98,6 +104,26 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
     _write_ground_truth(out, seed, objects, xyz, object_id)
     return {"frames": len(frames), "points": len(xyz)}
+
+
+def repeat_categories(spec: SceneSpec, rng: np.random.Generator, count: int = 2) -> SceneSpec:
+    """``spec`` with a second instance of up to ``count`` of its categories (another palette colour where
+    the asset is painted), placed without overlap: layouts where "the mug" is ambiguous and a relation
+    to another object ("the mug next to the duck") picks one."""
+    from dataclasses import replace
+
+    from find3d.data.engine.catalog import PALETTE
+    from find3d.data.engine.scene import PlacedObject, _free_spot
+
+    objects = list(spec.objects)
+    for original in list(objects)[:count]:
+        xy = _free_spot(rng, original.category.radius, objects)
+        if xy is None:
+            continue
+        colours = [c for c in PALETTE if c != original.colour]
+        colour = original.category.colour or str(rng.choice(colours))
+        objects.append(PlacedObject(original.category, colour, xy, float(rng.uniform(-math.pi, math.pi))))
+    return replace(spec, objects=tuple(objects))
 
 
 def _write_frame(out: Path, index: int, rendered: Rendered, object_ids: dict[int, int],
