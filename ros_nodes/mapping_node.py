@@ -123,6 +123,7 @@ class MappingNode:
         self.params = params = declare(node, MappingNodeParameters)
         node.add_post_set_parameters_callback(self._on_parameters)
         self.mapper = build_mapper(params, self._warn)
+        self.mapper.warm_up()
         self.pairing = Pairing(int(params.depth_tolerance * 1e9), int(params.pose_tolerance * 1e9))
         self.camera: Any | None = None
         self._warned: dict[str, float] = {}

@@ -189,11 +189,15 @@ class VoxelMap:
         oldest = np.lexsort((self._weight[:n], self._seen[:n]))[:drop]
         alive = np.ones(n, bool)
         alive[oldest] = False
+        # The survivors among the last ``drop`` rows move into the holes below: only ``drop`` rows are
+        # copied, not the whole map (which at 512-d would be a gigabyte per eviction).
+        holes, movers = np.flatnonzero(~alive[:n - drop]), n - drop + np.flatnonzero(alive[n - drop:])
         for name in ("_feature", "_xyz", "_rgb", "_weight", "_seen"):
             array = getattr(self, name)
-            array[:n - drop] = array[:n][alive]
+            array[holes] = array[movers]
             array[n - drop:n] = 0
-        renumber = np.cumsum(alive) - 1
+        renumber = np.arange(n, dtype=np.int64)
+        renumber[movers] = holes
         keep = alive[self.slots]
         self.keys, self.slots = self.keys[keep], renumber[self.slots[keep]]
         self.count, self.evicted = n - drop, self.evicted + drop

@@ -94,6 +94,12 @@ class Mapper:
         self.interface_lock = threading.Lock()
         self.worker = LatestWorker(self._fuse, self._failed)
 
+    def warm_up(self) -> None:
+        """One forward pass on a blank image, so that the first keyframe is not slowed by torch's lazy
+        set-up (which would make the worker drop the keyframes that arrive meanwhile)."""
+        with self.interface_lock:
+            self.interface.embed_pixels(np.zeros((64, 64, 3), np.uint8))
+
     # ------------------------------------------------------------------------------ from sensors
     def count_in(self) -> None:
         """One more colour image arrived (paired or not)."""
