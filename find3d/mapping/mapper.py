@@ -72,6 +72,7 @@ class Timing:
 
     latency: float
     embed: float
+    record: float = 0.0  # writing the keyframe into the recorded scene
 
 
 class Mapper:
@@ -141,14 +142,15 @@ class Mapper:
         embedded = time.perf_counter()
         samples = cell_samples(features, frame.depth_mm / 1000.0, frame.camera, frame.c2w, frame.rgb,
                                self.config.max_depth)
-        name = f"keyframe_{len(self.map.keyframes):05d}"
+        name, recording = f"keyframe_{len(self.map.keyframes):05d}", time.perf_counter()
         if self.recorder is not None:
             name = self.recorder.add(frame.rgb, frame.depth_mm, frame.c2w, frame.camera, frame.stamp_ns)
+        recorded = time.perf_counter()
         self.map.add(Keyframe(name, np.asarray(frame.c2w, dtype=np.float64), frame.camera, vector, frame.stamp_ns),
                      samples)
         done = time.perf_counter()
         with self._lock:
-            self.timings.append(Timing(done - frame.received, embedded - started))
+            self.timings.append(Timing(done - frame.received, embedded - started, recorded - recording))
 
     def _failed(self, frame: Frame, error: BaseException) -> None:
         self.on_error(f"keyframe at {frame.stamp_ns} ns not fused: {error}")
