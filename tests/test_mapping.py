@@ -235,3 +235,27 @@ def test_the_mapper_fuses_exactly_what_the_fusion_baseline_does(tiny_checkpoint:
     recorded = json.loads((tmp_path / "recorded" / "transforms.json").read_text())
     paths = {f["file_path"] for f in recorded["frames"]}
     assert {hit.file_path for hit in result.result.frames} <= paths and len(paths) == len(train)
+
+
+def test_the_node_parameters_file_and_launch_file_name_real_parameters() -> None:
+    """configs/ros/mapping_node.yaml and launch/mapping.launch.py cannot drift from the node's dataclass."""
+    import ast
+    import dataclasses
+
+    import yaml
+
+    from ros_nodes.mapping_node import MappingNodeParameters
+
+    root = Path(__file__).resolve().parents[1]
+    fields = {f.name: f for f in dataclasses.fields(MappingNodeParameters)}
+    values = yaml.safe_load((root / "configs" / "ros" / "mapping_node.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(values) == set(fields) - {"checkpoint", "record_dir"}  # those two come from the launch arguments
+    for name, value in values.items():
+        field = fields[name]
+        default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+        assert type(value) is type(default) and value == default, name  # the file states the dataclass defaults
+    tree = ast.parse((root / "launch" / "mapping.launch.py").read_text())
+    declared = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "DeclareLaunchArgument"}
+    passed = {key.value for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys}
+    assert passed <= set(fields) and passed == declared - {"params_file"}
