@@ -48,6 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", type=int, default=8, help="held-out views for val/test (default 8)")
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous make-scene output in --out")
+    parser.add_argument("--close", action="store_true",
+                        help="aim every view at an object from 0.55-0.8 m, as make-data's training views are "
+                             "(objects span ~25-80 px at 256 px), instead of one orbit around the table at 1.1 m")
     parser.add_argument("--repeat", action="store_true",
                         help="put a second instance (another colour) of some categories on the table, so queries "
                              "must tell instances apart ('the mug next to the duck')")
@@ -55,15 +58,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
-                         overwrite=args.overwrite, repeat=args.repeat)
+                         overwrite=args.overwrite, repeat=args.repeat, close=args.close)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
-               overwrite: bool = False, repeat: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, repeat: bool = False, close: bool = False) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
-    ``repeat_categories``."""
+    ``repeat_categories``; ``close``: see ``_close_views``."""
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
@@ -73,7 +76,7 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     spec = compose_scene(np.random.default_rng([seed, 0]), min_objects=5, max_objects=7)
     if repeat:
         spec = repeat_categories(spec, np.random.default_rng([seed, 1]))
-    cameras, is_heldout = _orbit(views, heldout)
+    cameras, is_heldout = _close_views(spec, views, heldout) if close else _orbit(views, heldout)
     builder = SceneBuilder()
     try:
         bodies = builder.build(spec)
@@ -184,6 +187,23 @@ def _orbit(views: int, heldout: int) -> tuple[list[Camera], list[bool]]:
         elevation = math.radians(20 + 50 * ((k * 0.6180339887) % 1.0))
         cameras.append(orbit_camera((0.0, 0.0, TABLE_TOP_Z), azimuth, elevation, ORBIT_RADIUS, FOV_DEG))
     return cameras, [k in held for k in range(total)]
+
+
+def _close_views(spec: SceneSpec, views: int, heldout: int) -> tuple[list[Camera], list[bool]]:
+    """Cameras aimed at the objects in turn, all around the table, 0.55-0.8 m away: the scale of
+    make-data's views, which the interface was trained on (the 1.1 m orbit shows objects at about
+    half that size). Held-out views are interleaved as in ``_orbit``."""
+    _, is_heldout = _orbit(views, heldout)
+    total = views + heldout
+    targets = [o.xy for o in spec.objects] or [(0.0, 0.0)]
+    cameras = []
+    for k in range(total):
+        azimuth = 2 * math.pi * k / total
+        elevation = math.radians(25 + 30 * ((k * 0.6180339887) % 1.0))
+        distance = 0.55 + 0.25 * ((k * 0.4142135624) % 1.0)
+        x, y = targets[k % len(targets)]
+        cameras.append(orbit_camera((x, y, TABLE_TOP_Z), azimuth, elevation, distance, FOV_DEG))
+    return cameras, is_heldout
 
 
 def _object_table(spec: SceneSpec, bodies: dict[int, int | str]) -> tuple[dict[int, int], dict[str, dict]]:
