@@ -43,7 +43,6 @@ import numpy as np
 
 from find3d.errors import Find3dError, InputError
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL
-from find3d.query.field import CANONICAL_NEGATIVES
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL
 from ros_nodes.parameters import declare, parameter, update
 
@@ -92,8 +91,8 @@ class MappingNodeParameters:
     threshold: float = parameter("Least relevancy of a selected point (a request's non-zero threshold wins).", 0.5,
                                  low=0.0, high=1.0)
     top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
-    negatives: list = parameter("Negative phrases relevancy is measured against (LERF's by default).",
-                                list(CANONICAL_NEGATIVES))
+    negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
+                                       "(as Field.query's negatives=None).", None, kind=list)
     object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
                                     low=1e-4, high=10.0)
     min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
@@ -243,7 +242,7 @@ class MappingNode:
         params = self.params
         with self.mapper.interface_lock:
             result = answer(field, self.mapper.interface, query, images=images, masks=masks or None,
-                            negatives=list(params.negatives), threshold=threshold, top_k=top_k,
+                            negatives=params.negatives, threshold=threshold, top_k=top_k,
                             object_voxel=params.object_voxel, min_object_points=params.min_object_points)
         return result, field.points, field.colors
 

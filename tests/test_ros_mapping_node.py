@@ -177,7 +177,6 @@ def test_live_map_iou_is_within_the_margin_of_the_fusion_baseline(client, mapped
 
     import find3d
     from find3d.query import eval_3d
-    from find3d.query.field import CANONICAL_NEGATIVES
     from ros_nodes.conversions import read_cloud
 
     ros, service, got = client
@@ -191,7 +190,7 @@ def test_live_map_iou_is_within_the_margin_of_the_fusion_baseline(client, mapped
     base_match = eval_3d.nearest_match(baseline.points, scene.gt_xyz, eval_3d.MATCH_DISTANCE)
     rows = {}
     for category, ids in scene.categories().items():
-        expected = baseline.query(category, negatives=list(CANONICAL_NEGATIVES), interface=interface, top_k_frames=0)
+        expected = baseline.query(category, interface=interface, top_k_frames=0)  # the node's default negatives
         threshold = float(np.quantile(expected.relevancy, 0.8))
         answer = call(ros, service, _request(category, threshold))
         assert answer.success and answer.total == len(points), answer.message
