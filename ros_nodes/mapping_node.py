@@ -185,21 +185,29 @@ class MappingNode:
         except Find3dError as err:
             self._warn(str(err), self.params.camera_info_topic)
             self.mapper.skip(BAD_MESSAGE)
+            return
+        if any(self.camera.distortion.values()):  # recorded for training, but fusion casts pinhole rays
+            self._warn(f"{self.params.camera_info_topic}: distortion {self.camera.distortion} is not undone by the "
+                       "map's back-projection; map the rectified image (image_proc's image_rect) for exact "
+                       "geometry.", "distortion")
 
     def _guarded(self, topic: str, step: Any) -> None:
         """Run one sensor step and map what it paired; no message, however bad, escapes as an exception."""
+        paired = self._safely(topic, step) or ([], [])
+        for reason in paired[1]:
+            self.mapper.skip(reason)
+        for frame in paired[0]:
+            self._safely(topic, lambda frame=frame: self._map(frame))
+
+    def _safely(self, topic: str, step: Any) -> Any:
         try:
-            paired, reasons = step()
-            for reason in reasons:
-                self.mapper.skip(reason)
-            for frame in paired:
-                self._map(frame)
+            return step()
         except Find3dError as err:
             self._warn(str(err), topic)
-            self.mapper.skip(BAD_MESSAGE)
         except Exception as err:  # a bug must not stop the map: say it, keep the node up
             self._warn(f"{topic}: unexpected {err!r}", "bug")
-            self.mapper.skip(BAD_MESSAGE)
+        self.mapper.skip(BAD_MESSAGE)
+        return None
 
     def _map(self, paired: Any) -> None:
         """One colour image with its depth and pose: to the mapper if it is a keyframe (cheap checks first)."""

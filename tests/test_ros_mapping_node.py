@@ -81,6 +81,7 @@ def play(ros: Any, bag: Path) -> int:
         publishers = {c.topic: ros.create_publisher(kinds[c.msgtype], c.topic, 10) for c in reader.connections}
         assert wait_for(ros, lambda: all(p.get_subscription_count() > 0 for p in publishers.values()), 60), \
             "the mapping node never subscribed"
+        time.sleep(1.0)  # the node's best-effort readers match our writers a moment after we see them
         start, first, count = time.monotonic(), None, 0
         for connection, log_ns, data in reader.messages():
             first = log_ns if first is None else first
