@@ -16,36 +16,51 @@ T = TypeVar("T")
 
 
 def parameter(description: str, default: Any, read_only: bool = False, low: float | None = None,
-              high: float | None = None) -> Any:
-    """A dataclass field that is a ROS parameter (list defaults are copied per instance)."""
-    metadata = {"help": description, "read_only": read_only, "range": (low, high)}
+              high: float | None = None, kind: type | None = None) -> Any:
+    """A dataclass field that is a ROS parameter (list defaults are copied per instance).
+
+    ``default=None`` with a ``kind`` (``list`` for a string array) declares the parameter unset: its
+    value stays None unless a parameters file or ``-p`` sets it (ROS has no empty-array default).
+    """
+    metadata = {"help": description, "read_only": read_only, "range": (low, high), "kind": kind or type(default)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _descriptor(field: dataclasses.Field, value: Any) -> Any:
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+def _types() -> dict[type, int]:
+    from rcl_interfaces.msg import ParameterType
 
-    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-             list: ParameterType.PARAMETER_STRING_ARRAY}
+    return {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+            float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+            list: ParameterType.PARAMETER_STRING_ARRAY}
+
+
+def _descriptor(field: dataclasses.Field) -> Any:
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    kind = field.metadata["kind"]
     descriptor = ParameterDescriptor(description=field.metadata["help"], read_only=field.metadata["read_only"],
-                                     type=kinds[type(value)])
+                                     type=_types()[kind])
     low, high = field.metadata["range"]
-    if low is not None and isinstance(value, float):
+    if low is not None and kind is float:
         descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
-    elif low is not None and isinstance(value, int):
+    elif low is not None and kind is int:
         descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
     return descriptor
 
 
 def declare(node: Any, cls: type[T]) -> T:
     """Declare every field of ``cls`` on ``node`` (values from the parameters file / --ros-args win)."""
+    from rclpy.parameter import Parameter
+
     values = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         default = field.default_factory() if field.default is dataclasses.MISSING else field.default
-        declared = node.declare_parameter(field.name, default, _descriptor(field, default))
+        if default is None:  # declared by type only: unset unless given
+            default = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER, float: Parameter.Type.DOUBLE,
+                       str: Parameter.Type.STRING, list: Parameter.Type.STRING_ARRAY}[field.metadata["kind"]]
+        declared = node.declare_parameter(field.name, default, _descriptor(field))
         values[field.name] = declared.value
     return cls(**values)
 

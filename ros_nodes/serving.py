@@ -1,0 +1,223 @@
+"""Serving find3d answers over ROS 2: the ``~/query`` service, the ``~/text_query`` topic and the
+latest-answer topics, shared by every node that answers queries (the query node on an exported
+field, the mapping node on its live map), so all of them answer and publish alike.
+
+QoS, on purpose:
+- results and maps (``STATE``) are RELIABLE + TRANSIENT_LOCAL, depth 1: each is a state ("the
+  latest answer", "the map"), not a stream; a subscriber that joins late (RViz opened afterwards, a
+  planner restarted) gets the current one at once, and nothing older is worth keeping.
+- ``~/text_query`` (``COMMAND``) is RELIABLE + VOLATILE, depth 10: a query is a command that must not
+  be dropped, but one sent before the node existed is stale and must not run on start-up.
+
+Concurrency: queries (service and topic) run in one mutually exclusive callback group, so with a
+multi-threaded executor they are answered one at a time while the node's other callbacks
+(parameter services, timers, sensor subscriptions) keep running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from find3d.errors import Find3dError, InputError
+from ros_nodes.conversions import check_overrides, fill_camera_info, fill_cloud, fill_pose, request_images
+
+#: (query, images, masks, threshold, top_k) -> (find3d.query.answer.Answer, points (N, 3), colours (N, 3))
+AnswerFn = Callable[[str, list, list, float, int], tuple[Any, np.ndarray, np.ndarray]]
+
+
+def state_qos() -> Any:
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def command_qos() -> Any:
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class QueryServer:
+    """``~/query`` + ``~/text_query`` answered by ``answer_fn``, with ``~/mask``, ``~/frames``,
+    ``~/best_frame`` and ``~/markers`` carrying the latest answer.
+
+    ``defaults()`` gives the node's current ``(threshold, top_k)`` and ``frame_id()`` its world frame,
+    read at each query so live parameter changes apply to the next one.
+    """
+
+    def __init__(self, node: Any, answer_fn: AnswerFn, defaults: Callable[[], tuple[float, int]],
+                 frame_id: Callable[[], str]) -> None:
+        from find3d_interfaces.srv import Query
+        from geometry_msgs.msg import PoseArray, PoseStamped
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+        from sensor_msgs.msg import PointCloud2
+        from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
+
+        self.node, self.answer_fn, self.defaults, self.frame_id = node, answer_fn, defaults, frame_id
+        self.publishers = {name: node.create_publisher(kind, f"~/{name}", state_qos()) for name, kind in
+                           (("mask", PointCloud2), ("frames", PoseArray), ("best_frame", PoseStamped),
+                            ("markers", MarkerArray))}
+        self.group = MutuallyExclusiveCallbackGroup()
+        node.create_service(Query, "~/query", self.on_query, callback_group=self.group)
+        node.create_subscription(String, "~/text_query", self._on_text, command_qos(), callback_group=self.group)
+
+    def header(self) -> Any:
+        from std_msgs.msg import Header
+
+        return Header(frame_id=self.frame_id(), stamp=self.node.get_clock().now().to_msg())
+
+    def on_query(self, request: Any, response: Any) -> Any:
+        """Answer one request; every failure becomes ``success: false`` with the reason, never an exception."""
+        started = time.perf_counter()
+        try:
+            if not request.query.strip():
+                raise InputError("query: empty text; send words, <image:N> naming one of `images`, or both.")
+            threshold, top_k = check_overrides(float(request.threshold), int(request.top_k), self.defaults())
+            images, masks = request_images(request.images, request.masks)
+            result, points, colors = self.answer_fn(request.query, images, masks, threshold, top_k)
+        except Find3dError as err:
+            return self._refuse(response, request.query, str(err))
+        except Exception as err:  # a bug must not take the node (and every other client) down
+            self.node.get_logger().error(f"query {request.query!r} failed: {err!r}")
+            return self._refuse(response, request.query, f"internal error: {err!r}")
+        header = self.header()
+        fill_response(response, result, points, colors, header)
+        self.publish(response, header)
+        self.node.get_logger().info(f"query {request.query!r}: {response.message} "
+                                    f"({1e3 * (time.perf_counter() - started):.0f} ms)")
+        return response
+
+    def _on_text(self, message: Any) -> None:
+        from find3d_interfaces.srv import Query
+
+        self.on_query(Query.Request(query=message.data), Query.Response())
+
+    def _refuse(self, response: Any, query: str, reason: str) -> Any:
+        self.node.get_logger().warning(f"query {query!r} refused: {reason}")
+        response.success, response.message = False, reason
+        return response
+
+    def publish(self, response: Any, header: Any) -> None:
+        from geometry_msgs.msg import PoseArray
+
+        self.publishers["mask"].publish(response.mask)
+        self.publishers["frames"].publish(PoseArray(header=header, poses=[f.pose.pose for f in response.frames]))
+        if response.frames:
+            self.publishers["best_frame"].publish(response.frames[0].pose)
+        self.publishers["markers"].publish(markers(response.objects, header))
+
+
+# ------------------------------------------------------------------------------------ messages
+
+
+def cloud_message(points: np.ndarray, colors: np.ndarray, relevancy: np.ndarray | None, header: Any) -> Any:
+    """A PointCloud2 (x, y, z, rgb [, relevancy]) in ``header``'s frame."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    return fill_cloud(PointCloud2(header=header), PointField, points, colors, relevancy)
+
+
+def object_message(obj: Any) -> Any:
+    from find3d_interfaces.msg import Object
+
+    message = Object(score=float(obj.score), points=len(obj.indices))
+    message.center.x, message.center.y, message.center.z = (float(v) for v in obj.center)
+    message.size.x, message.size.y, message.size.z = (float(v) for v in obj.size)
+    return message
+
+
+def fill_response(response: Any, result: Any, points: np.ndarray, colors: np.ndarray, header: Any) -> Any:
+    """A Query response from a ``find3d.query.answer.Answer`` over ``points`` / ``colors``."""
+    from find3d_interfaces.msg import EntityMask, Frame
+
+    whole = result.result
+    response.success = True
+    response.mask = cloud_message(points[whole.indices], colors[whole.indices], whole.scores, header)
+    response.objects = [object_message(obj) for obj in result.objects]
+    response.entities = [
+        EntityMask(entity=entity.entity, selected=len(entity.indices),
+                   mask=cloud_message(points[entity.indices], colors[entity.indices], entity.scores, header),
+                   objects=[object_message(obj) for obj in entity.objects])
+        for entity in result.entities]
+    frames = []
+    for hit in whole.frames:
+        frame = Frame(index=hit.index, file_path=hit.file_path, score=float(hit.score))
+        frame.pose.header = header
+        fill_pose(frame.pose.pose, hit.c2w)
+        fill_camera_info(frame.camera_info, hit, header)
+        frames.append(frame)
+    response.frames = frames
+    response.selected, response.total, response.threshold = len(whole.indices), len(points), whole.threshold
+    best = f"; best frame {frames[0].file_path} ({frames[0].score:.2f})" if frames else ""
+    response.message = (f"{response.selected} of {response.total} points at relevancy >= {whole.threshold:g}, "
+                        f"{len(result.objects)} object(s){best}")
+    return response
+
+
+def markers(objects: list[Any], header: Any) -> Any:
+    """A translucent box and a text label per object, after a DELETEALL that clears the last answer's."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    out = [Marker(header=header, ns="find3d", action=Marker.DELETEALL)]
+    for index, obj in enumerate(objects):
+        box = Marker(header=header, ns="find3d/objects", id=index, type=Marker.CUBE, action=Marker.ADD)
+        box.pose.position, box.pose.orientation.w = obj.center, 1.0
+        box.scale.x, box.scale.y, box.scale.z = (max(v, 0.01) for v in (obj.size.x, obj.size.y, obj.size.z))
+        box.color.r, box.color.g, box.color.b, box.color.a = 1.0, 0.3, 0.1, 0.4
+        label = Marker(header=header, ns="find3d/labels", id=index, type=Marker.TEXT_VIEW_FACING,
+                       action=Marker.ADD, text=f"#{index} {obj.score:.2f} ({obj.points} pts)")
+        label.pose.position.x, label.pose.position.y = obj.center.x, obj.center.y
+        label.pose.position.z = obj.center.z + obj.size.z / 2 + 0.05
+        label.pose.orientation.w, label.scale.z = 1.0, 0.05
+        label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+        out += [box, label]
+    return MarkerArray(markers=out)
+
+
+# ------------------------------------------------------------------------------------ process
+
+
+def run_node(name: str, build: Callable[[Any], Any], argv: list[str] | None = None, threads: int = 2) -> int:
+    """Create node ``name``, let ``build(node)`` set it up, spin it on a multi-threaded executor until
+    SIGINT / shutdown (exit 0); a user error while starting (bad path, checkpoint or parameters file) is
+    one fatal log line and exit 1, never a traceback."""
+    import signal
+    import sys
+
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError  # what rclpy.init raises for a bad --ros-args / --params-file
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions, install_signal_handlers
+
+    # Python's own SIGINT handling while loading: Ctrl-C interrupts a slow model load at once (rclpy's
+    # handler would only mark the context shut down and let the load run on); rclpy's from spin on.
+    # Set explicitly: a process started in the background of a shell inherits SIGINT as ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as err:
+        print(f"{name}: cannot start: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    node = rclpy.create_node(name)
+    code = 0
+    try:
+        build(node)
+        install_signal_handlers(SignalHandlerOptions.ALL)
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (Find3dError, ParameterException) as err:
+        node.get_logger().fatal(f"cannot start: {err}")
+        code = 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
