@@ -19,7 +19,7 @@ import pytest
 from fixtures.ros import REPO, call, ros_client, start_node, stop, wait_for
 from PIL import Image
 
-from find3d.poses import opengl_to_optical
+from find3d.poses import opengl_to_optical, optical_to_opengl, pose_to_matrix
 
 PARAMS_FILE = REPO / "configs" / "ros" / "mapping_node.yaml"
 NODE = "/find3d_mapping"
@@ -203,6 +203,13 @@ def test_live_map_iou_is_within_the_margin_of_the_fusion_baseline(client, mapped
         rows[category] = (eval_3d.iou_per_category(selected, 0.5, scene, ids, live_match),
                           eval_3d.iou_per_category(expected.relevancy, threshold, scene, ids, base_match))
         assert answer.frames and all(f.pose.header.frame_id == "map" for f in answer.frames)
+        for frame in answer.frames:  # the frames are keyframes: the recorded scene's files, the scene's poses
+            position, orientation = frame.pose.pose.position, frame.pose.pose.orientation
+            c2w = optical_to_opengl(pose_to_matrix([position.x, position.y, position.z],
+                                                   [orientation.x, orientation.y, orientation.z, orientation.w]))
+            assert frame.file_path.startswith("images/frame_") and frame.camera_info.width == 64
+            assert min(np.abs(c2w - np.asarray(scene.frame(p)["transform_matrix"])).max()
+                       for p in scene.transforms["train_filenames"]) < 1e-6
     live, base = (float(np.mean([row[i] for row in rows.values()])) for i in (0, 1))
     print(f"\nmIoU live {live:.4f}, fusion baseline {base:.4f}; per category {rows}; node {mapped}")
     assert abs(live - base) <= IOU_MARGIN, rows
