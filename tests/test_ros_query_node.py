@@ -253,9 +253,10 @@ def test_start_up_failures_exit_1_with_one_clear_line(pipeline, tmp_path: Path) 
 def test_sigint_stops_the_node_cleanly(pipeline, tmp_path: Path) -> None:
     from std_msgs.msg import String
 
-    process = start_node("query_node", {"field": pipeline["field"]}, tmp_path / "logs", PARAMS_FILE)
+    process = start_node("query_node", {"field": pipeline["field"]}, tmp_path / "logs", PARAMS_FILE,
+                         name="find3d_sigint")
     with ros_client("test_sigint_client") as ros:
-        publisher = ros.create_publisher(String, "/find3d_query/text_query", 10)
+        publisher = ros.create_publisher(String, "/find3d_sigint/text_query", 10)
         assert wait_for(ros, lambda: publisher.get_subscription_count() > 0, timeout=90), "node did not come up"
     code, output = stop(process)
     assert code == 0 and "Traceback" not in output, output[-3000:]
