@@ -43,8 +43,8 @@ import numpy as np
 
 from find3d.errors import Find3dError, InputError
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL
-from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL
 from ros_nodes.parameters import declare, parameter, update
+from ros_nodes.serving import AnswerParameters
 
 NODE_NAME = "find3d_mapping"
 NO_CAMERA_INFO = "no camera info yet"
@@ -53,7 +53,7 @@ WARN_EVERY = 5.0  # seconds between repeated warnings of one kind: a broken stre
 
 
 @dataclass(frozen=True)
-class MappingNodeParameters:
+class MappingNodeParameters(AnswerParameters):
     """Parameters of ``mapping_node`` (defaults in ``configs/ros/mapping_node.yaml``)."""
 
     checkpoint: str = parameter("FIND interface checkpoint that embeds the keyframes (required).", "", read_only=True)
@@ -88,15 +88,6 @@ class MappingNodeParameters:
                                 high=100.0, read_only=True)
     record_dir: str = parameter("Folder to record the keyframes into as a scene (must be new or empty); empty: "
                                 "do not record.", "", read_only=True)
-    threshold: float = parameter("Least relevancy of a selected point (a request's non-zero threshold wins).", 0.5,
-                                 low=0.0, high=1.0)
-    top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
-    negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
-                                       "(as Field.query's negatives=None).", None, kind=list)
-    object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
-                                    low=1e-4, high=10.0)
-    min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
-                                       MIN_OBJECT_POINTS, low=1, high=1_000_000)
 
 
 def sensor_qos(depth: int) -> Any:
@@ -247,11 +238,9 @@ class MappingNode:
         if len(field) == 0:
             raise InputError("the map is empty: no keyframe has been fused yet; check that colour, depth, camera "
                              "info and pose topics are publishing (see /diagnostics), then ask again.")
-        params = self.params
         with self.mapper.interface_lock:
             result = answer(field, self.mapper.interface, query, images=images, masks=masks or None,
-                            negatives=params.negatives, threshold=threshold, top_k=top_k,
-                            object_voxel=params.object_voxel, min_object_points=params.min_object_points)
+                            threshold=threshold, top_k=top_k, **self.params.options())
         return result, field.points, field.colors
 
     # ------------------------------------------------------------------------------ publication

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import InputError
-from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL
 from ros_nodes.parameters import declare, parameter, update
+from ros_nodes.serving import AnswerParameters
 
 NODE_NAME = "find3d_query"
 
 
 @dataclass(frozen=True)
-class QueryNodeParameters:
+class QueryNodeParameters(AnswerParameters):
     """Parameters of ``query_node`` (defaults in ``configs/ros/query_node.yaml``)."""
 
     field: str = parameter("Folder written by `find3d export-field` (required).", "", read_only=True)
@@ -45,15 +45,6 @@ class QueryNodeParameters:
     frame_id: str = parameter("TF frame of the field's world coordinates (masks, poses, markers).", "map",
                               read_only=True)
     device: str = parameter("Torch device for the interface: auto, cpu or cuda[:i].", "auto", read_only=True)
-    threshold: float = parameter("Least relevancy of a selected point (a request's non-zero threshold wins).", 0.5,
-                                 low=0.0, high=1.0)
-    top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
-    negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
-                                       "(as Field.query's negatives=None).", None, kind=list)
-    object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
-                                    low=1e-4, high=10.0)
-    min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
-                                       MIN_OBJECT_POINTS, low=1, high=1_000_000)
 
 
 class QueryNode:
@@ -83,10 +74,8 @@ class QueryNode:
         """``find3d.query.answer.answer`` with this node's field, interface and parameters."""
         from find3d.query.answer import answer
 
-        params = self.params
         result = answer(self.field, self.interface, query, images=images, masks=masks or None,
-                        negatives=params.negatives, threshold=threshold, top_k=top_k,
-                        object_voxel=params.object_voxel, min_object_points=params.min_object_points)
+                        threshold=threshold, top_k=top_k, **self.params.options())
         return result, self.field.points, self.field.colors
 
 

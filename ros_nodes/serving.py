@@ -18,15 +18,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from find3d.errors import Find3dError, InputError
+from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL
 from ros_nodes.conversions import check_overrides, fill_camera_info, fill_cloud, fill_pose, request_images
+from ros_nodes.parameters import parameter
 
 #: (query, images, masks, threshold, top_k) -> (find3d.query.answer.Answer, points (N, 3), colours (N, 3))
 AnswerFn = Callable[[str, list, list, float, int], tuple[Any, np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class AnswerParameters:
+    """The parameters of every answering node that shape an answer (each node's own dataclass extends it)."""
+
+    threshold: float = parameter("Least relevancy of a selected point (a request's non-zero threshold wins).", 0.5,
+                                 low=0.0, high=1.0)
+    top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
+    negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
+                                       "(as Field.query's negatives=None).", None, kind=list)
+    object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
+                                    low=1e-4, high=10.0)
+    min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
+                                       MIN_OBJECT_POINTS, low=1, high=1_000_000)
+
+    def options(self) -> dict[str, Any]:
+        """``find3d.query.answer.answer``'s keyword arguments from these parameters (threshold and top_k
+        come per request, see ``QueryServer``)."""
+        return {"negatives": self.negatives, "object_voxel": self.object_voxel,
+                "min_object_points": self.min_object_points}
 
 
 def state_qos() -> Any:

@@ -60,11 +60,8 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
 def pipeline(tiny_checkpoint, tmp_path_factory):
     """A real field through the CLI: make-scene -> embed-frames -> ns-train find-field (depth-supervised) ->
     export-field; shared by the 3D pipeline and the ROS 2 tests."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import torch
+    from fixtures.field import train_field
 
     from find3d.cli import main
 
@@ -73,13 +70,6 @@ def pipeline(tiny_checkpoint, tmp_path_factory):
     scene, field = root / "scene", root / "field"
     assert main(["make-scene", "--out", str(scene), "--views", "12", "--heldout", "3", "--size", "64"]) == 0
     assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(scene),
-         "--max-num-iterations", "120", "--vis", "tensorboard", "--output-dir", str(root / "runs"),
-         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
-        capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    config = next((root / "runs").glob("*/find-field/*/config.yml"))
+    config = train_field(scene, root / "runs")
     assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "4000"]) == 0
     return {"scene": scene, "field": field, "checkpoint": tiny_checkpoint, "root": root}

@@ -4,16 +4,14 @@ in both storage plugins) come back as the scene they were made of; bad bags fail
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from fixtures.field import train_field
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
@@ -465,14 +463,7 @@ def test_an_ingested_scene_trains_exports_and_answers_queries(scene: Path, tmp_p
     out = tmp_path / "ingested"
     assert main(["ingest-bag", str(write_bag(scene, tmp_path / "bag", "mcap")), "--out", str(out)]) == 0
     assert main(["embed-frames", "--data", str(out), "--checkpoint", str(tiny_checkpoint)]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(out),
-         "--max-num-iterations", "120", "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs"),
-         "--pipeline.datamanager.train-num-rays-per-batch", "384"],
-        capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    config = next((tmp_path / "runs").glob("*/find-field/*/config.yml"))
+    config = train_field(out, tmp_path / "runs")
     field = tmp_path / "field"
     assert main(["export-field", "--config", str(config), "--out", str(field), "--num-points", "2000"]) == 0
     assert main(["query", "--field", str(field), "mug", "--top-k", "2", "--threshold", "0.5"]) == 0
