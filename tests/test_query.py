@@ -148,3 +148,19 @@ def test_bad_queries_and_files(tmp_path: Path) -> None:
     (root / "meta.json").write_text('{"format": "find3d-field-points", "version": 2}')
     with pytest.raises(DataError, match="malformed"):
         Field.load(root)
+
+
+def test_nearest_negative_is_cached_per_set_and_bounded(tmp_path: Path) -> None:
+    from find3d.query.field import NEGATIVE_SETS
+
+    field = Field.load(make_field(tmp_path / "field", code_dim=2)[0])
+    features = np.asarray(field.features, np.float32)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    for k in range(NEGATIVE_SETS + 2):  # more sets than are kept: the oldest go, answers stay exact
+        negatives = np.stack([basis(1), basis(2)]) + 0.1 * k * basis(0)
+        expected = np.max(unit @ (negatives / np.linalg.norm(negatives, axis=1, keepdims=True)).T, axis=1)
+        np.testing.assert_allclose(field.nearest_negative(negatives), expected, atol=2e-3)
+        relevancy = field.relevancy(basis(0), negatives)
+        np.testing.assert_allclose(relevancy, 1 / (1 + np.exp(-10 * (unit[:, 0] - expected))), atol=2e-3)
+    assert len(field._nearest_negative) == NEGATIVE_SETS
+    assert field.nearest_negative(negatives) is field.nearest_negative(negatives.copy())  # same set: cached

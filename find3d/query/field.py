@@ -25,6 +25,7 @@ code is stored dimension-major so each chunk is one wide (K, d+1) x (d+1, n) pro
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 FORMAT = "find3d-field-points"
 VERSION = 2  # 2: code.f32 is dimension-major
 CHUNK_ROWS = 1 << 16  # points per product: temporaries stay in the CPU cache
+NEGATIVE_SETS = 8  # sets of negatives whose per-point nearest cosine a field keeps (N float32 each)
 TEMPERATURE = 10.0  # LERF's softmax temperature
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives (explicit opt-in)
 SAME_CLASS_COSINE = 0.95  # a vocabulary class this close to the query is the query, not a negative
@@ -100,6 +102,7 @@ class Field:
         self.frames = meta["frames"]
         self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         self._seen_by_points: Any = None  # see ``_seen_by``
+        self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
         # (measured 20x slower), so one thread is the safe default.
@@ -176,25 +179,53 @@ class Field:
         """(N,) LERF relevancy of every point (see the module docstring)."""
         import torch
 
-        queries = self._unit(embedding, "query embedding")
-        if len(queries) != 1:
-            raise InputError(f"query embedding: one vector expected, got {len(queries)}; pass negatives separately.")
-        if negatives is not None:
-            queries = np.vstack([queries, self._unit(negatives, "negatives")])
-        similarity = self._similarity(queries)
+        query = self._unit(embedding, "query embedding")
+        if len(query) != 1:
+            raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
+        nearest = None if negatives is None else torch.from_numpy(self.nearest_negative(negatives))
+        similarity = self._similarity(query)
         out = np.empty(len(self), dtype=np.float32)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             for start in range(0, len(out), CHUNK_ROWS):
-                sims = similarity(start, start + CHUNK_ROWS)
+                positive = similarity(start, start + CHUNK_ROWS)[0]
                 target = torch.from_numpy(out[start:start + CHUNK_ROWS])
-                if negatives is None:
-                    torch.add(sims[0], 1.0, out=target).mul_(0.5)
+                if nearest is None:
+                    torch.add(positive, 1.0, out=target).mul_(0.5)
                 else:
-                    torch.sigmoid(TEMPERATURE * (sims[0] - sims[1:].amax(dim=0)), out=target)
+                    torch.sigmoid(TEMPERATURE * (positive - nearest[start:start + CHUNK_ROWS]), out=target)
         finally:
             torch.set_num_threads(threads)
+        return out
+
+    def nearest_negative(self, negatives: Any) -> np.ndarray:
+        """(N,) float32: each point's cosine with its closest negative, cached per set of negatives.
+
+        Query-independent: a robot asks with the same negatives again and again (the canonical ones,
+        or the vocabulary minus the query's class), so their K products per point are paid once per
+        set and a query reads one row of products, not 1 + K.
+        """
+        import torch
+
+        units = self._unit(negatives, "negatives")
+        key = hashlib.sha1(units.tobytes()).hexdigest()
+        cached = self._nearest_negative.get(key)
+        if cached is not None:
+            return cached
+        similarity = self._similarity(units)
+        out = np.empty(len(self), dtype=np.float32)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            for start in range(0, len(out), CHUNK_ROWS):
+                target = torch.from_numpy(out[start:start + CHUNK_ROWS])
+                torch.amax(similarity(start, start + CHUNK_ROWS), dim=0, out=target)
+        finally:
+            torch.set_num_threads(threads)
+        if len(self._nearest_negative) >= NEGATIVE_SETS:
+            self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
+        self._nearest_negative[key] = out
         return out
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
