@@ -242,6 +242,7 @@ class Interface:
         self._canvas = int(dataset.eval_max_size or dataset.image_size)
         self._class_prompt = loaded.model.interface.config.class_prompt
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._vocabulary_vectors: np.ndarray | None = None  # see ``vocabulary_vectors``
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> Interface:
@@ -256,6 +257,13 @@ class Interface:
     def class_names(self) -> list[str]:
         """The trained vocabulary (``segment``'s default)."""
         return list(self.loaded.class_names)
+
+    def vocabulary_vectors(self) -> np.ndarray:
+        """(C, D) float32: the trained class names as ``encode_query`` embeds them, computed once
+        (every 3D query's default negatives are drawn from them)."""
+        if self._vocabulary_vectors is None:
+            self._vocabulary_vectors = np.stack([self.encode_query(name).numpy() for name in self.class_names])
+        return self._vocabulary_vectors
 
     @property
     def isthing(self) -> list[bool]:

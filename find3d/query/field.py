@@ -256,8 +256,8 @@ class Field:
         """The ``top_k`` frames seeing the largest share of the selected points' relevancy (module doc)."""
         if top_k <= 0:
             return []
-        if len(selected) == 0:
-            selected = np.argsort(-relevancy, kind="stable")[:FALLBACK_POINTS]
+        if len(selected) == 0:  # the best points stand in; a partition finds them in O(N), no full sort
+            selected = np.argpartition(-relevancy, min(FALLBACK_POINTS, len(relevancy) - 1))[:FALLBACK_POINTS]
         weights = relevancy[selected].astype(np.float64)
         # Per-frame sums of the weights its visible points carry: only the selected points' rows are read,
         # so a small object's query costs its own size, not the scene's.
@@ -374,7 +374,7 @@ def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray
     """
     query = np.asarray(query_vector, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
-    vectors = np.stack([encode(interface, name) for name in interface.class_names])
+    vectors = interface.vocabulary_vectors()
     similarity = vectors @ query
     keep = (similarity < similarity.max()) & (similarity < SAME_CLASS_COSINE)
     return vectors[keep] if keep.any() else None

@@ -66,14 +66,20 @@ def group_objects(points: np.ndarray, indices: np.ndarray, relevancy: np.ndarray
     graph = coo_matrix((np.ones(len(row), np.int8), (row, col)), shape=(len(unique), len(unique)))
     _, label_of_voxel = connected_components(graph, directed=False)
     labels = label_of_voxel[voxel_of]
+    # Speckle is dropped before any per-object work: a noisy mask has hundreds of one-voxel groups.
+    keep = np.bincount(labels)[labels] >= min_points
+    if not keep.any():
+        return []
+    members, labels = indices[keep], labels[keep]
     order = np.argsort(labels, kind="stable")  # stable: each group keeps the caller's order (most relevant first)
-    groups = np.split(indices[order], np.flatnonzero(np.diff(labels[order])) + 1)
-    objects = []
-    for members in groups:
-        if len(members) < min_points:
-            continue
-        xyz = np.asarray(points[members], dtype=np.float64)
-        objects.append(Object3D(members, float(np.mean(relevancy[members])), xyz.min(axis=0), xyz.max(axis=0)))
+    members, labels = members[order], labels[order]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(labels)) + 1])
+    xyz = np.asarray(points[members], dtype=np.float64)
+    lower, upper = np.minimum.reduceat(xyz, starts), np.maximum.reduceat(xyz, starts)
+    sizes = np.diff(np.append(starts, len(members)))
+    scores = np.add.reduceat(np.asarray(relevancy[members], dtype=np.float64), starts) / sizes
+    objects = [Object3D(group, float(score), low, high) for group, score, low, high
+               in zip(np.split(members, starts[1:]), scores, lower, upper)]
     objects.sort(key=lambda obj: -obj.score * len(obj.indices))
     return objects
 
