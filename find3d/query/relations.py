@@ -30,6 +30,7 @@ RELATIONS: dict[str, str] = {
     "next to": "near", "beside": "near", "near": "near", "close to": "near",
     "on top of": "on", "on": "on",
 }
+MIN_MASS_SHARE = 0.25  # least share of the largest candidate's relevancy mass a candidate instance needs
 _PATTERN = re.compile(r"(?<![\w<:])(" + "|".join(re.escape(p) for p in sorted(RELATIONS, key=len, reverse=True))
                       + r")(?![\w>])", re.IGNORECASE)
 
@@ -64,9 +65,14 @@ def pick(candidates: Sequence[Object3D], anchor: Object3D, relation: str, points
     camera-to-world: x right, z backwards); without a camera, the world's x / y stand in.
     """
     anchor_set = set(anchor.indices.tolist())
-    pool = [c for c in candidates if len(anchor_set.intersection(c.indices.tolist())) < 0.5 * len(c.indices)]
+    pool = [c for c in candidates
+            if len(anchor_set.intersection(c.indices.tolist())) < 0.5 * min(len(c.indices), len(anchor.indices))]
     if not pool:
         return None
+    # speckle the head's mask spilled next to the anchor must not beat a real instance: only candidates
+    # carrying a fair share of the best one's relevancy mass take part
+    mass = np.array([c.score * len(c.indices) for c in pool])
+    pool = [c for c, m in zip(pool, mass) if m >= MIN_MASS_SHARE * mass.max()]
     centres = np.stack([_centre(c, points) for c in pool])
     offset = centres - _centre(anchor, points)
     distance = np.linalg.norm(offset, axis=1)
