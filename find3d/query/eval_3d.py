@@ -1,7 +1,9 @@
 """``find3d eval-3d``: text queries on an exported field against a make-scene scene's 3D ground truth.
 
-Protocol (every query is the category name, encoded through the interface with the canonical
-negatives; a point is selected at relevancy >= ``--threshold``):
+Protocol (each category is asked as a user would: "the mug" and a synonym, "the cup"
+(``PHRASINGS``), each encoded through the interface with the negatives ``Field.query`` uses by
+default, the interface's vocabulary minus the query's class; a point is selected at relevancy >=
+``--threshold``; a category's metrics are means over its phrasings):
 
 - 3D IoU per category, on the ground-truth points (``ground_truth/points.npz``: things and the table,
   one per 5 mm voxel). Each GT point takes the selection of its nearest point of the method, or is
@@ -11,8 +13,15 @@ negatives; a point is selected at relevancy >= ``--threshold``):
 - Localisation accuracy (LERF) on the held-out views: for each held-out view and each category
   visible in it (>= ``MIN_VISIBLE`` of its pixels in the instance mask), the visible point (z-buffered)
   with the highest relevancy is projected; correct if it lands on that category's instance mask.
-- Frame localisation top-1 / top-5: frames ranked by ``Field.rank_frames``; correct if the category
-  is visible in the frame per the instance masks.
+- Frame localisation top-1 / top-5: correct if the category is visible in the frame per the instance
+  masks; frames ranked three ways, side by side: ``visibility`` (``Field.rank_frames``: share of the
+  3D mask the frame sees), ``retrieval`` (FIND's image-text retrieval: ``Field.localize`` of
+  ``Interface.encode_retrieval``) and ``combined`` (reciprocal-rank fusion of the two, k = 2).
+  ``frame_top1`` / ``frame_top5`` are the ``visibility`` ranking's.
+- Interleaved (scenes with two instances of a category, ``make-scene --repeat``): for every instance
+  whose nearest other object is nearer to it than to the category's other instances, "the mug next
+  to the duck" (text) and "the mug next to <image:0>" (that object's instance mask in the held-out
+  view that shows most of it): the IoU on GT points of ``answer()``'s target mask with the instance.
 
 Fusion baseline (no field): every training frame's stored 2D embeddings are back-projected with the
 frame's ground-truth depth and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
@@ -33,6 +42,14 @@ import numpy as np
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_write_json, read_json
 
+#: how a user might ask for each category besides "the <category>" (synonyms, not the training words)
+PHRASINGS: dict[str, str] = {
+    "mug": "the cup", "duck": "the rubber duck", "teddy bear": "the stuffed bear", "soccer ball": "the football",
+    "lego brick": "the lego", "wooden block": "the wooden piece", "domino": "the domino tile", "cube": "the block",
+    "ball": "the small sphere", "tray": "the box tray", "robot": "the little robot", "robot arm": "the robotic arm",
+    "toy car": "the race car", "bunny": "the rabbit", "ring": "the torus", "stone": "the rock",
+    "table": "the tabletop",
+}
 MIN_VISIBLE = 0.002  # share of a view's pixels an object must cover to count as visible
 MATCH_DISTANCE = 0.05  # metres: about the spacing of a 50k-point export of a tabletop; farther = no surface
 
@@ -110,28 +127,60 @@ def localised(field: Any, relevancy: np.ndarray, frame_index: int, mask: np.ndar
     return bool(mask[min(max(row, 0), mask.shape[0] - 1), min(max(col, 0), mask.shape[1] - 1)])
 
 
-def evaluate(field: Any, scene: Scene, embeddings: dict[str, tuple[np.ndarray, np.ndarray]],
-             threshold: float, match_distance: float) -> dict[str, Any]:
-    """Every metric of the module docstring for one method; ``embeddings``: category -> (query, negatives)."""
+def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: float, match_distance: float,
+             retrieval: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+    """Every metric of the module docstring for one method.
+
+    ``embeddings``: category -> (query, negatives), or a list of them (one per phrasing);
+    ``retrieval``: category -> one retrieval-space vector per phrasing (frame ranking by retrieval).
+    """
     frame_index = {entry["file_path"]: i for i, entry in enumerate(field.frames)}
     visible = {path: _visible_ids(scene.instances(path)) for path in frame_index}
     heldout = [p for p in scene.transforms.get("val_filenames", []) if p in frame_index]
     match = nearest_match(field.points, scene.gt_xyz, match_distance)
     per_category: dict[str, dict[str, Any]] = {}
     for category, ids in scene.categories().items():
-        query, negatives = embeddings[category]
-        relevancy = field.relevancy(query, negatives)
-        order = np.flatnonzero(relevancy >= threshold)
-        ranked = [hit.file_path for hit in field.rank_frames(relevancy, order, top_k=5)]
-        seen = [visible[p] & set(ids) != set() for p in ranked]
-        views = [p for p in heldout if visible[p] & set(ids)]
-        hits = [localised(field, relevancy, frame_index[p], np.isin(scene.instances(p), ids)) for p in views]
+        phrasings = embeddings[category]
+        phrasings = [phrasings] if isinstance(phrasings, tuple) else list(phrasings)
+        vectors = (retrieval or {}).get(category) or [None] * len(phrasings)
+        rows = [_one_query(field, scene, query, negatives, vector, ids, threshold, match, frame_index, visible,
+                           heldout) for (query, negatives), vector in zip(phrasings, vectors)]
         per_category[category] = {
-            "iou": iou_per_category(relevancy, threshold, scene, ids, match),
-            "localisation": {"correct": int(sum(hits)), "views": len(views)},
-            "frame_top1": bool(seen[:1] and seen[0]), "frame_top5": bool(any(seen)),
+            "iou": float(np.mean([r["iou"] for r in rows])),
+            "iou_per_phrasing": [r["iou"] for r in rows],
+            "localisation": {"correct": sum(r["correct"] for r in rows), "views": sum(r["views"] for r in rows)},
+            **{f"{key}": float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith("frame_")},
         }
     return {"per_category": per_category, **_summary(per_category)}
+
+
+RANKINGS = ("visibility", "retrieval", "combined")
+RRF_K = 2.0  # reciprocal-rank fusion constant: small, so a frame near the top of either list counts
+
+
+def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarray | None,
+               vector: np.ndarray | None, ids: list[int], threshold: float, match: np.ndarray,
+               frame_index: dict[str, int], visible: dict[str, set[int]], heldout: list[str]) -> dict[str, Any]:
+    relevancy = field.relevancy(query, negatives)
+    order = np.flatnonzero(relevancy >= threshold)
+    count = len(field.frames)
+    rankings = {"visibility": [hit.index for hit in field.rank_frames(relevancy, order, top_k=count)]}
+    if vector is not None:
+        rankings["retrieval"] = [hit.index for hit in field.localize(vector, top_k=count)]
+        fused = np.zeros(count)
+        for ranked in (rankings["visibility"], rankings["retrieval"]):
+            fused[ranked] += 1.0 / (RRF_K + np.arange(1, count + 1))
+        rankings["combined"] = np.argsort(-fused, kind="stable").tolist()
+    paths = [entry["file_path"] for entry in field.frames]
+    row: dict[str, Any] = {"iou": iou_per_category(relevancy, threshold, scene, ids, match)}
+    for name, ranked in rankings.items():
+        seen = [bool(visible[paths[i]] & set(ids)) for i in ranked[:5]]
+        prefix = "frame" if name == "visibility" else f"frame_{name}"
+        row[f"{prefix}_top1"], row[f"{prefix}_top5"] = float(seen[0]) if seen else 0.0, float(any(seen))
+    views = [p for p in heldout if visible[p] & set(ids)]
+    hits = [localised(field, relevancy, frame_index[p], np.isin(scene.instances(p), ids)) for p in views]
+    row.update(correct=int(sum(hits)), views=len(views))
+    return row
 
 
 def _visible_ids(instances: np.ndarray) -> set[int]:
@@ -143,10 +192,65 @@ def _summary(per_category: dict[str, dict[str, Any]]) -> dict[str, float]:
     rows = list(per_category.values())
     correct = sum(r["localisation"]["correct"] for r in rows)
     views = sum(r["localisation"]["views"] for r in rows)
-    return {"miou": float(np.mean([r["iou"] for r in rows])) if rows else 0.0,
-            "localisation_accuracy": correct / views if views else 0.0,
-            "frame_top1": float(np.mean([r["frame_top1"] for r in rows])) if rows else 0.0,
-            "frame_top5": float(np.mean([r["frame_top5"] for r in rows])) if rows else 0.0}
+    summary = {"miou": float(np.mean([r["iou"] for r in rows])) if rows else 0.0,
+               "min_iou": float(min(r["iou"] for r in rows)) if rows else 0.0,
+               "localisation_accuracy": correct / views if views else 0.0}
+    for key in (rows[0] if rows else {"frame_top1": 0, "frame_top5": 0}):
+        if key.startswith("frame_"):
+            summary[key] = float(np.mean([r[key] for r in rows])) if rows else 0.0
+    return summary
+
+
+# ------------------------------------------------------------------------------------ interleaved
+def interleaved_queries(scene: Scene) -> list[dict[str, Any]]:
+    """Relation queries with one right answer (module docstring): target instance, anchor, text, view."""
+    things = {i: o for i, o in scene.objects.items() if o.get("isthing") and np.any(scene.gt_object == i)}
+    centre = {i: scene.gt_xyz[scene.gt_object == i].mean(axis=0) for i in things}
+    names = [o["category"] for o in things.values()]
+    heldout = scene.transforms.get("val_filenames", [])
+    out = []
+    for target, entry in things.items():
+        twins = [i for i, o in things.items() if o["category"] == entry["category"] and i != target]
+        anchors = [i for i, o in things.items() if o["category"] != entry["category"]
+                   and names.count(o["category"]) == 1]
+        if not twins or not anchors:
+            continue
+        anchor = min(anchors, key=lambda i: np.linalg.norm(centre[i] - centre[target]))
+        near = np.linalg.norm(centre[anchor] - centre[target])
+        if near > 0.8 * min(np.linalg.norm(centre[anchor] - centre[t]) for t in twins):
+            continue  # ambiguous: a twin is about as close to the anchor
+        areas = [(int((scene.instances(p) == anchor).sum()), p) for p in heldout]
+        area, view = max(areas) if areas else (0, None)
+        category, other = entry["category"], things[anchor]["category"]
+        out.append({"target": target, "category": category, "anchor": anchor, "anchor_category": other,
+                    "text": f"the {category} next to the {other}"})
+        if area > 0:
+            out.append({"target": target, "category": category, "anchor": anchor, "anchor_category": other,
+                        "text": f"the {category} next to <image:0>", "view": view})
+    return out
+
+
+def evaluate_interleaved(field: Any, scene: Scene, interface: Any, threshold: float,
+                         match_distance: float) -> dict[str, Any]:
+    """IoU of ``answer()``'s target with the intended instance, per query and in the mean."""
+    from PIL import Image
+
+    from find3d.query.answer import answer
+
+    match = nearest_match(field.points, scene.gt_xyz, match_distance)
+    rows = []
+    for task in interleaved_queries(scene):
+        images = masks = None
+        if "view" in task:
+            images = [np.asarray(Image.open(scene.root / task["view"]).convert("RGB"))]
+            masks = [scene.instances(task["view"]) == task["anchor"]]
+        result = answer(field, interface, task["text"], images=images, masks=masks, threshold=threshold, top_k=0)
+        selected = np.zeros(len(field.points), np.float32)
+        selected[result.result.indices] = 1.0
+        iou = iou_per_category(selected, 0.5, scene, [task["target"]], match)
+        rows.append({"query": task["text"], "target": task["target"], "anchor": task["anchor"],
+                     "visual": "view" in task, "iou": iou})
+    return {"queries": rows, "target_iou": float(np.mean([r["iou"] for r in rows])) if rows else None}
 
 
 # --------------------------------------------------------------------------------- fusion baseline
@@ -196,24 +300,46 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-distance", type=float, default=MATCH_DISTANCE,
                         help="metres: farthest a method's point may be from a GT point to stand for it")
     parser.add_argument("--out", type=Path, default=None, help="folder for eval_3d.json and fusion/ (default: --field)")
+    parser.add_argument("--canonical-negatives", action="store_true",
+                        help="score against LERF's 'object, things, stuff, texture' instead of the vocabulary")
+
+
+def query_embeddings(interface: Any, scene: Scene, canonical: bool = False
+                     ) -> tuple[dict[str, list[tuple[np.ndarray, np.ndarray | None]]], dict[str, list[np.ndarray]]]:
+    """Per category, (query, negatives) and a retrieval vector for each of its phrasings."""
+    from find3d.query.field import CANONICAL_NEGATIVES, encode, encode_negatives
+
+    embeddings, retrieval = {}, {}
+    for category in scene.categories():
+        texts = [f"the {category}"] + ([PHRASINGS[category]] if category in PHRASINGS else [])
+        pairs = []
+        for text in texts:
+            vector = encode(interface, text)
+            negatives = encode_negatives(interface, list(CANONICAL_NEGATIVES) if canonical else None,
+                                         query_vector=vector)
+            pairs.append((vector, negatives))
+        embeddings[category] = pairs
+        retrieval[category] = [interface.encode_retrieval(text).numpy() for text in texts]
+    return embeddings, retrieval
 
 
 def run(args: argparse.Namespace) -> int:
-    from find3d.query.field import CANONICAL_NEGATIVES, Field, encode
+    from find3d.query.field import Field
     from find3d.query.run_query import load_interface
 
     if args.match_distance <= 0 or not 0.0 <= args.threshold <= 1.0:
         raise InputError("need --match-distance > 0 and 0 <= --threshold <= 1.")
     scene, field = Scene.load(args.scene), Field.load(args.field)
     interface = load_interface(field, args.checkpoint)
-    negatives = np.stack([encode(interface, phrase) for phrase in CANONICAL_NEGATIVES])
-    embeddings = {c: (encode(interface, c), negatives) for c in scene.categories()}
+    embeddings, retrieval = query_embeddings(interface, scene, canonical=args.canonical_negatives)
     out = args.out or args.field
     baseline = fusion_baseline(scene, field, out / "fusion")
-    results = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
-               "match_distance": args.match_distance,
-               "field": evaluate(field, scene, embeddings, args.threshold, args.match_distance),
-               "fusion_baseline": evaluate(baseline, scene, embeddings, args.threshold, args.match_distance)}
+    results: dict[str, Any] = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
+                               "match_distance": args.match_distance}
+    for name, method in (("field", field), ("fusion_baseline", baseline)):
+        results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval)
+        results[name]["interleaved"] = evaluate_interleaved(method, scene, interface, args.threshold,
+                                                            args.match_distance)
     atomic_write_json(out / "eval_3d.json", results)
     print(format_table(results))
     print(f"-> {out / 'eval_3d.json'}")
@@ -227,6 +353,12 @@ def format_table(results: dict[str, Any]) -> str:
     for category in results["field"]["per_category"]:
         values = [results[m]["per_category"][category]["iou"] for m in methods]
         lines.append(f"| IoU {category} | {values[0]:.3f} | {values[1]:.3f} |")
-    for key in ("miou", "localisation_accuracy", "frame_top1", "frame_top5"):
-        lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
+    keys = ["miou", "min_iou", "localisation_accuracy"] + [k for k in results["field"] if k.startswith("frame_")]
+    for key in keys:
+        if all(key in results[m] for m in methods):
+            lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
+    inter = [results[m].get("interleaved", {}).get("target_iou") for m in methods]
+    if all(v is not None for v in inter):
+        count = len(results["field"]["interleaved"]["queries"])
+        lines.append(f"| interleaved target IoU ({count} queries) | {inter[0]:.3f} | {inter[1]:.3f} |")
     return "\n".join(lines)
