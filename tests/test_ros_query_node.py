@@ -5,6 +5,7 @@ late subscriber, bad requests, start-up failures and a clean SIGINT."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -241,8 +242,14 @@ def test_start_up_failures_exit_1_with_one_clear_line(pipeline, tmp_path: Path) 
                "cy": 24.0, "w": 64, "h": 48}]
     write_export(other, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), np.eye(3, 8, dtype=np.float32),
                  np.eye(1, 8, dtype=np.float32), frames)
+    retrained = tmp_path / "retrained"  # same width, another model: what a moved-on last.pt looks like
+    shutil.copytree(pipeline["field"], retrained)
+    meta = json.loads((retrained / "meta.json").read_text())
+    assert meta["model"], "export-field records the embedding model's content hash"
+    (retrained / "meta.json").write_text(json.dumps({**meta, "model": "0" * 16}))
     cases = {"missing": {"field": tmp_path / "missing"},
              "not made with this interface": {"field": other, "checkpoint": pipeline["checkpoint"]},
+             "is not the interface the field": {"field": retrained, "checkpoint": pipeline["checkpoint"]},
              "parameter `field` is not set": {}}
     for expected, parameters in cases.items():
         process = start_node("query_node", parameters, tmp_path / "logs", PARAMS_FILE)

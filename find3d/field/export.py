@@ -7,6 +7,7 @@ Output folder (read by ``find3d.query.Field.load``)::
                         "world": {...how points relate to nerfstudio's frame...},
                         "scene": scene folder, "config": config.yml,
                         "checkpoint": the interface checkpoint embed-frames used (query encoding) | null,
+                        "model": its content hash (Interface.fingerprint) | null,
                         "frames": [{file_path, c2w (4x4, OpenGL, original world), fl_x, fl_y, cx, cy, w, h}]}
     points.ply         xyz (original world frame of transforms.json) + RGB, written by open3d
     features.f16       np.memmap float16 (N, D): unit-length rendered embedding per point
@@ -88,7 +89,7 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
     write_export(out_dir, xyz, rgb, feature, np.asarray(store.image_vectors),
                  scene_cameras(scene_dir, store.meta.frames), code_dim=code_dim,
                  extra={"world": world, "scene": str(scene_dir.resolve()), "config": str(config_yml.resolve()),
-                        "checkpoint": store.meta.checkpoint})
+                        "checkpoint": store.meta.checkpoint, "model": store.meta.model})
     return {"points": len(xyz), "dim": int(feature.shape[1]), "out": str(out_dir)}
 
 

@@ -87,6 +87,12 @@ def load_interface(field: Any, checkpoint: Path | None, device: str = "auto") ->
         raise InputError(f"checkpoint {path} embeds into {interface.dim} dimensions but the field {field.root} "
                          f"holds {field.dim}-d embeddings: it was not made with this interface; pass the "
                          "checkpoint `find3d embed-frames` used for its scene.")
+    recorded_model = field.meta.get("model")
+    if recorded_model and recorded_model != interface.fingerprint:
+        raise InputError(f"checkpoint {path} (model {interface.fingerprint}) is not the interface the field "
+                         f"{field.root} was embedded with (model {recorded_model}): its queries would land in "
+                         "another embedding space; pass the checkpoint `find3d embed-frames` used, or re-embed "
+                         "the scene and re-export the field with this one.")
     return interface
 
 
