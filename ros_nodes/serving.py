@@ -8,6 +8,8 @@ QoS, on purpose:
   planner restarted) gets the current one at once, and nothing older is worth keeping.
 - ``~/text_query`` (``COMMAND``) is RELIABLE + VOLATILE, depth 10: a query is a command that must not
   be dropped, but one sent before the node existed is stale and must not run on start-up.
+- ``~/query`` (``REQUEST``) is RELIABLE + VOLATILE, depth 100 (the ROS default is 10): a burst of
+  requests from several clients waits its turn instead of the oldest being dropped unanswered.
 
 Concurrency: queries (service and topic) run in one mutually exclusive callback group, so with a
 multi-threaded executor they are answered one at a time while the node's other callbacks
@@ -59,6 +61,12 @@ def state_qos() -> Any:
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def request_qos() -> Any:
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
 def command_qos() -> Any:
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -87,7 +95,7 @@ class QueryServer:
                            (("mask", PointCloud2), ("frames", PoseArray), ("best_frame", PoseStamped),
                             ("markers", MarkerArray))}
         self.group = MutuallyExclusiveCallbackGroup()
-        node.create_service(Query, "~/query", self.on_query, callback_group=self.group)
+        node.create_service(Query, "~/query", self.on_query, qos_profile=request_qos(), callback_group=self.group)
         node.create_subscription(String, "~/text_query", self._on_text, command_qos(), callback_group=self.group)
 
     def header(self) -> Any:
@@ -95,8 +103,13 @@ class QueryServer:
 
         return Header(frame_id=self.frame_id(), stamp=self.node.get_clock().now().to_msg())
 
-    def on_query(self, request: Any, response: Any) -> Any:
-        """Answer one request; every failure becomes ``success: false`` with the reason, never an exception."""
+    def on_query(self, request: Any, response: Any, by_topic: bool = False) -> Any:
+        """Answer one request; every failure becomes ``success: false`` with the reason, never an exception.
+
+        The answer goes out on the latest-answer topics when it was asked by topic (whose only reply
+        they are) or when someone listens; a service caller has its reply, and at a hundred calls a
+        second serialising unwatched clouds is a tenth of the node's time.
+        """
         started = time.perf_counter()
         try:
             if not request.query.strip():
@@ -111,15 +124,16 @@ class QueryServer:
             return self._refuse(response, request.query, f"internal error: {err!r}")
         header = self.header()
         fill_response(response, result, points, colors, header)
-        self.publish(response, header)
-        self.node.get_logger().info(f"query {request.query!r}: {response.message} "
-                                    f"({1e3 * (time.perf_counter() - started):.0f} ms)")
+        if by_topic or any(publisher.get_subscription_count() for publisher in self.publishers.values()):
+            self.publish(response, header)
+        log = self.node.get_logger().info if by_topic else self.node.get_logger().debug
+        log(f"query {request.query!r}: {response.message} ({1e3 * (time.perf_counter() - started):.0f} ms)")
         return response
 
     def _on_text(self, message: Any) -> None:
         from find3d_interfaces.srv import Query
 
-        self.on_query(Query.Request(query=message.data), Query.Response())
+        self.on_query(Query.Request(query=message.data), Query.Response(), by_topic=True)
 
     def _refuse(self, response: Any, query: str, reason: str) -> Any:
         self.node.get_logger().warning(f"query {query!r} refused: {reason}")

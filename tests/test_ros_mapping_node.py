@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fixtures.field import train_field
-from fixtures.ros import REPO, call, ros_client, start_node, stop, wait_for
+from fixtures.ros import REPO, call, exited, ros_client, start_node, stop, wait_for
 from PIL import Image
 
 from find3d.poses import opengl_to_optical, optical_to_opengl, pose_to_matrix
@@ -301,5 +301,5 @@ def test_start_up_failures_exit_1_with_one_clear_line(tmp_path: Path) -> None:
              "out of range": {"checkpoint": tmp_path / "missing.pt", "voxel": -1.0}}
     for expected, parameters in cases.items():
         process = start_node("mapping_node", parameters, tmp_path / "logs", PARAMS_FILE)
-        code, output = process.wait(timeout=120), process.stdout.read()
+        code, output = exited(process)
         assert code == 1 and expected in output and "Traceback" not in output, output[-2000:]

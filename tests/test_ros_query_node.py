@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.ros import REPO, call, ros_client, start_node, stop, wait_for
+from fixtures.ros import REPO, call, exited, ros_client, start_node, stop, wait_for
 
 from find3d.poses import optical_to_opengl, pose_to_matrix
 
@@ -253,7 +253,7 @@ def test_start_up_failures_exit_1_with_one_clear_line(pipeline, tmp_path: Path) 
              "parameter `field` is not set": {}}
     for expected, parameters in cases.items():
         process = start_node("query_node", parameters, tmp_path / "logs", PARAMS_FILE)
-        code, output = process.wait(timeout=120), process.stdout.read()
+        code, output = exited(process)
         assert code == 1 and expected in output and "Traceback" not in output, output[-2000:]
 
 
