@@ -71,7 +71,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["find3d", "find3d.*", "ros_nodes", "ros_nodes.*"]),
-    package_data={"find3d": ["py.typed"]},
+    # the interface `find3d demo` uses (find3d/assets/README.md says how it was trained)
+    package_data={"find3d": ["py.typed", "assets/*.pt", "assets/README.md"]},
     # The ROS package `find3d` laid out under the install prefix, where the ament index, `ros2 launch`
     # and launch_ros' Node(executable=...) look for it (see ros_nodes/package.xml).
     data_files=[

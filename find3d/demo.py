@@ -1,8 +1,19 @@
 """``find3d demo``: the main job on the embedded defaults, end to end on generated data.
 
-make-data -> train-interface -> eval -> make-scene -> embed-frames -> ns-train find-field ->
-export-field -> query. Each stage runs the same code as its CLI command, so the demo doubles as a
-worked example. Everything is written under ``--out`` and the run is repeatable.
+make-data -> (the packaged interface, or train-interface with ``--train``) -> eval -> make-scene ->
+embed-frames -> ns-train find-field -> export-field -> query. Each stage runs the same code as its
+CLI command, so the demo doubles as a worked example. Everything is written under ``--out`` and the
+run is repeatable.
+
+The 3D stage asks two things of a scene with two instances of some categories: a small object by
+name, and an interleaved query ("the mug next to <image:reference.png#reference_mask.png>", the
+reference being another object cut from a held-out view), and prints, for each, the points
+selected and their IoU with the scene's ground truth (``find3d.query.eval_3d``'s protocol).
+
+The packaged interface (``find3d/assets/interface-cpu.pt``) is ``configs/interface/cpu.yaml``
+trained on ``find3d make-data --images 1000 --seed 0`` (see ``find3d/assets/README.md``); the
+few-minute interface of ``configs/interface/demo.yaml`` trained from scratch is one flag away
+(``--train``), but it is too small to find small objects in 3D.
 """
 
 from __future__ import annotations
@@ -23,7 +34,12 @@ from find3d.errors import Find3dError, InputError
 
 MIN_IMAGES = 2  # one train and one val image
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "interface" / "demo.yaml"
-QUERY = "the table"
+PACKAGED_INTERFACE = Path(__file__).resolve().parent / "assets" / "interface-cpu.pt"
+#: small objects the demo asks for, in order of preference (the first one the scene holds that the interleaved
+#: query does not ask for); ordered by how well the packaged interface segments them (bench/results/field.md)
+SMALL_OBJECTS = ("teddy bear", "robot", "duck", "soccer ball", "toy car", "mug", "bunny", "ball", "cube", "ring",
+                 "stone")
+SCENE_SIZE = 256  # px: the packaged interface's training resolution
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,15 +48,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"images rendered for the 2D dataset, at least {MIN_IMAGES} (default 48)")
     parser.add_argument("--seed", type=validate.cli(validate.integer, minimum=0), default=0,
                         help="seed of every generated artefact (default 0)")
+    parser.add_argument("--train", action="store_true",
+                        help="train an interface from scratch (--config) instead of using the packaged one")
     parser.add_argument("--config", type=Path, default=DEMO_CONFIG,
-                        help="interface training config (default: the few-minute configs/interface/demo.yaml)")
+                        help="with --train: interface training config (default: the few-minute "
+                             "configs/interface/demo.yaml)")
     parser.add_argument("--field-iterations", type=validate.cli(validate.integer, minimum=1), default=300,
                         help="ns-train find-field iterations (default 300)")
 
 
 def run(args: argparse.Namespace) -> int:
     results = demo(args.out, images=args.images, seed=args.seed, config=args.config,
-                   field_iterations=args.field_iterations)
+                   field_iterations=args.field_iterations, train=args.train)
     print("\nfind3d demo: done")
     width = max(len(k) for k in results)
     for key, value in results.items():
@@ -49,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def demo(out: str | Path, images: int = 48, seed: int = 0, config: Path = DEMO_CONFIG,
-         field_iterations: int = 300) -> dict[str, Any]:
+         field_iterations: int = 300, train: bool = False) -> dict[str, Any]:
     """Run every stage on generated data; returns what was produced, by stage.
 
     Every argument is checked before the first stage runs, so a bad one costs no work and leaves no
@@ -57,23 +76,26 @@ def demo(out: str | Path, images: int = 48, seed: int = 0, config: Path = DEMO_C
     """
     out = _check_arguments(out, images, seed, config, field_iterations)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"config": str(config), "field_iterations": field_iterations}
+    if not train and not PACKAGED_INTERFACE.is_file():
+        raise InputError(f"{PACKAGED_INTERFACE}: the packaged interface is missing from this install; "
+                         "reinstall find3d, or pass --train to train one from scratch.")
+    results: dict[str, Any] = {"config": str(config), "field_iterations": field_iterations, "train": train}
     stages: list[tuple[str, Callable[[Path, int, int, dict[str, Any]], None]]] = [
         ("encoders", _encoders),
         ("2D dataset", _dataset),
-        ("train interface", _train),
+        ("train interface" if train else "packaged interface", _train),
         ("evaluate 2D", _evaluate),
         ("3D scene", _scene),
         ("embed frames", _embed),
         ("feature field", _field),
-        ("3D query", _query),
+        ("3D queries", _query),
     ]
     for index, (name, stage) in enumerate(stages, start=1):
         print(f"[{index}/{len(stages)}] {name} ...", flush=True)
         started = time.time()
         stage(out, images, seed, results)
         print(f"[{index}/{len(stages)}] {name}: {time.time() - started:.1f} s", flush=True)
-    for key in ("config", "field_iterations"):
+    for key in ("config", "field_iterations", "train"):
         results.pop(key)
     return results
 
@@ -136,6 +158,20 @@ def _train(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
     from find3d.train.config import TrainInterfaceConfig
     from find3d.train.loop import train_interface
 
+    if not results["train"]:
+        from find3d.train.checkpoint import checkpoint_path, load_checkpoint
+
+        # laid out as a run folder, so `--checkpoint out/interface` and eval find it as any trained run
+        step = int(load_checkpoint(PACKAGED_INTERFACE)["step"])
+        checkpoint = checkpoint_path(out / "interface", step)
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PACKAGED_INTERFACE, checkpoint)
+        last = checkpoint.parent / "last.pt"
+        last.unlink(missing_ok=True)
+        last.symlink_to(checkpoint.name)
+        results["interface"] = (f"{checkpoint} (packaged: configs/interface/cpu.yaml, {step} steps; "
+                                "find3d/assets/README.md)")
+        return
     run_dir = train_interface(load_config(TrainInterfaceConfig, results["config"], _train_overrides(out, seed)))
     results["interface"] = f"{run_dir / 'checkpoints' / 'last.pt'} (curves: {run_dir / 'loss_curves.png'})"
 
@@ -153,9 +189,10 @@ def _scene(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
     from find3d.data.make_scene import make_scene
 
     root = out / "scene"
-    make_scene(root, seed=seed, views=24, heldout=4, size=128, overwrite=True)
+    make_scene(root, seed=seed, views=24, heldout=4, size=SCENE_SIZE, overwrite=True, repeat=True, close=True)
     points = np.load(root / "ground_truth" / "points.npz")["xyz"]
-    results["3D scene"] = f"{root}/transforms.json (24 + 4 held-out views, {len(points)} ground-truth points)"
+    results["3D scene"] = (f"{root}/transforms.json (24 + 4 held-out views at {SCENE_SIZE} px, {len(points)} "
+                           "ground-truth points)")
 
 
 def _embed(out: Path, images: int, seed: int, results: dict[str, Any]) -> None:  # noqa: ARG001
@@ -173,13 +210,57 @@ def _field(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
     if done.returncode != 0:
         raise Find3dError(f"ns-train find-field failed:\n{done.stderr[-2000:]}")
     config = next(runs.glob("*/find-field/*/config.yml"))
-    _cli("export-field", "--config", str(config), "--out", str(out / "field"))
+    # half-size renders: 256 px views at full size cost 4x the rays for points the export voxel-thins anyway
+    _cli("export-field", "--config", str(config), "--out", str(out / "field"), "--downscale", "2")
     results["feature field"] = f"{config} -> {out / 'field' / 'points.ply'}"
 
 
 def _query(out: Path, images: int, seed: int, results: dict[str, Any]) -> None:  # noqa: ARG001
-    _cli("query", "--field", str(out / "field"), QUERY, "--out", str(out / "query"), "--top-k", "3")
-    selected = len(np.load(out / "query" / "query.npz")["indices"])
-    pngs = sorted(p.name for p in (out / "query").glob("*.png"))
-    results["3D query"] = (f"{QUERY!r}: {selected} points in {out / 'query' / 'mask.ply'}, "
-                           f"frames.json, {', '.join(pngs)}")
+    from PIL import Image
+
+    from find3d.query.eval_3d import Scene, interleaved_queries
+
+    scene = Scene.load(out / "scene")
+    categories = scene.categories()
+    tasks = [t for t in interleaved_queries(scene) if "view" in t]
+    asked = {t["category"] for t in tasks[:1]}
+    small = next((c for c in SMALL_OBJECTS if c in categories and c not in asked),
+                 next(c for c in categories if c != "table"))
+    text = f"the {small}"  # every instance of it is the ground truth
+    results["3D query"] = _ask(out, "query", text, categories[small])
+    if not tasks:
+        results["interleaved query"] = "no instance pair in this scene: try another --seed"
+        return
+    task = tasks[0]
+    folder = out / "query_interleaved"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.open(scene.root / task["view"]).convert("RGB").save(folder / "reference.png")
+    Image.fromarray((scene.instances(task["view"]) == task["anchor"]).astype(np.uint8) * 255).save(
+        folder / "reference_mask.png")
+    interleaved = (f"the {task['category']} next to "
+                   f"<image:{folder / 'reference.png'}#{folder / 'reference_mask.png'}>")
+    colour = scene.objects[task["target"]].get("colour")
+    results["interleaved query"] = (_ask(out, "query_interleaved", interleaved, [task["target"]])
+                                    + f"; target: the {colour} {task['category']} next to the "
+                                      f"{task['anchor_category']} (reference_mask.png)")
+
+
+def _ask(out: Path, name: str, text: str, truth_ids: list[int]) -> str:
+    """Run ``find3d query`` into ``out/name`` and score its mask against the ground truth of ``truth_ids``."""
+    from find3d.fileio import atomic_write_json, read_json
+    from find3d.query.eval_3d import MATCH_DISTANCE, Scene, iou_per_category, nearest_match
+    from find3d.query.field import Field
+
+    _cli("query", "--field", str(out / "field"), text, "--out", str(out / name), "--top-k", "3")
+    scene, field = Scene.load(out / "scene"), Field.load(out / "field")
+    indices = np.load(out / name / "query.npz")["indices"]
+    selected = np.zeros(len(field), np.float32)
+    selected[indices] = 1.0
+    iou = iou_per_category(selected, 0.5, scene, truth_ids, nearest_match(field.points, scene.gt_xyz, MATCH_DISTANCE))
+    pngs = ", ".join(sorted(p.name for p in (out / name).glob("*.png") if p.name.startswith("relevancy_")))
+    summary = out / "queries.json"  # what tests and users read back: every query's points and IoU
+    answers = read_json(summary) if summary.is_file() and name != "query" else {}
+    answers[name] = {"query": text, "points": len(indices), "of": len(field), "iou": iou}
+    atomic_write_json(summary, answers)
+    return (f"{text!r}: {len(indices)} of {len(field)} points, 3D IoU {iou:.2f} against the ground truth "
+            f"-> {out / name / 'mask.ply'}, {pngs}")
