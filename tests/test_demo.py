@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 FIND3D = str(Path(sys.executable).parent / "find3d")
+IOU_FLOOR = 0.3
 
 
 @pytest.mark.slow
@@ -24,7 +25,19 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "PQ" in json.dumps(json.loads((tmp_path / "eval" / "eval.json").read_text()))
     assert (tmp_path / "scene" / "find_embeddings" / "meta.json").is_file()
     assert (tmp_path / "field" / "points.ply").is_file()
-    query = tmp_path / "query"
-    assert len(np.load(query / "query.npz")["indices"]) > 0
-    assert len(json.loads((query / "frames.json").read_text())["frames"]) == 3
-    assert len(list(query.glob("relevancy_*.png"))) == 3
+    for name in ("query", "query_interleaved"):
+        query = tmp_path / name
+        assert len(np.load(query / "query.npz")["indices"]) > 0
+        assert len(json.loads((query / "frames.json").read_text())["frames"]) == 3
+        assert len(list(query.glob("relevancy_*.png"))) == 3
+    # The small object's 3D mask against the scene's ground truth: selecting every point scores under 0.05
+    # on it, selecting none 0; the floor sits well above both and below what the packaged interface gets
+    # (0.39 for "the robot" on seed 0). The interleaved answer is only checked to be a proper subset: its
+    # target IoU is 0.0 on this 200-iteration field, the head entity's mask missing both teddy bears
+    # (bench/results/field.md says what limits it).
+    answers = json.loads((tmp_path / "queries.json").read_text())
+    assert set(answers) == {"query", "query_interleaved"}
+    for name, entry in answers.items():
+        assert 0 < entry["points"] < entry["of"], name
+    assert answers["query"]["iou"] >= IOU_FLOOR, answers["query"]
+    assert "3D IoU" in result.stdout
