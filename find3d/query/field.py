@@ -183,18 +183,28 @@ class Field:
         if len(query) != 1:
             raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
         nearest = None if negatives is None else torch.from_numpy(self.nearest_negative(negatives))
-        similarity = self._similarity(query)
+
+        def write(sims: torch.Tensor, rows: slice, target: torch.Tensor) -> None:
+            if nearest is None:
+                torch.add(sims[0], 1.0, out=target).mul_(0.5)
+            else:
+                torch.sigmoid(TEMPERATURE * (sims[0] - nearest[rows]), out=target)
+
+        return self._per_point(query, write)
+
+    def _per_point(self, units: np.ndarray, write: Callable[[torch.Tensor, slice, torch.Tensor], Any]) -> np.ndarray:
+        """(N,) float32 filled a chunk of points at a time: ``write(cosines (K, n), rows, out[rows])`` with
+        the chunk's cosines with the K unit vectors, on ``self.threads`` torch threads."""
+        import torch
+
+        similarity = self._similarity(units)
         out = np.empty(len(self), dtype=np.float32)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             for start in range(0, len(out), CHUNK_ROWS):
-                positive = similarity(start, start + CHUNK_ROWS)[0]
-                target = torch.from_numpy(out[start:start + CHUNK_ROWS])
-                if nearest is None:
-                    torch.add(positive, 1.0, out=target).mul_(0.5)
-                else:
-                    torch.sigmoid(TEMPERATURE * (positive - nearest[start:start + CHUNK_ROWS]), out=target)
+                rows = slice(start, start + CHUNK_ROWS)
+                write(similarity(start, start + CHUNK_ROWS), rows, torch.from_numpy(out[rows]))
         finally:
             torch.set_num_threads(threads)
         return out
@@ -213,16 +223,7 @@ class Field:
         cached = self._nearest_negative.get(key)
         if cached is not None:
             return cached
-        similarity = self._similarity(units)
-        out = np.empty(len(self), dtype=np.float32)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            for start in range(0, len(out), CHUNK_ROWS):
-                target = torch.from_numpy(out[start:start + CHUNK_ROWS])
-                torch.amax(similarity(start, start + CHUNK_ROWS), dim=0, out=target)
-        finally:
-            torch.set_num_threads(threads)
+        out = self._per_point(units, lambda sims, _rows, target: torch.amax(sims, dim=0, out=target))
         if len(self._nearest_negative) >= NEGATIVE_SETS:
             self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
         self._nearest_negative[key] = out
