@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import InputError
+from find3d.ingest.images import Fixes, decode_colour, pixel_rows
 from find3d.poses import PIXEL_CENTRE_OFFSET, matrix_to_pose, opengl_to_optical
 
-#: channels and the order that gives RGB, per supported colour encoding
-COLOUR_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
-                    "bgra8": (4, [2, 1, 0]), "mono8": (1, [0, 0, 0])}
+#: what a bad image in a request tells its client
+REQUEST = Fixes(size="fix the message's width, height, step or data.", encoding="send one of them.")
 MASK_ENCODINGS = ("mono8", "8UC1")
 _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 
@@ -29,29 +29,9 @@ _FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
 # ------------------------------------------------------------------------------------------ images
 
 
-def _pixels(message: Any, channels: int, name: str) -> np.ndarray:
-    """(H, W, channels) uint8 view of an 8-bit image message, honouring its row ``step``."""
-    height, width, step = int(message.height), int(message.width), int(message.step)
-    if height == 0 or width == 0:
-        raise InputError(f"{name}: image of {width}x{height} px has no pixels; send a non-empty image.")
-    if step < width * channels:
-        raise InputError(f"{name}: step {step} < width {width} x {channels} bytes; fix the message's step.")
-    data = np.frombuffer(bytes(message.data) if not isinstance(message.data, np.ndarray) else message.data,
-                         dtype=np.uint8)
-    if data.size != step * height:
-        raise InputError(f"{name}: {data.size} bytes of data, expected step x height = {step * height}; "
-                         "the message is truncated or its size fields are wrong.")
-    return data.reshape(height, step)[:, :width * channels].reshape(height, width, channels)
-
-
 def image_to_rgb(message: Any, name: str = "image") -> np.ndarray:
-    """(H, W, 3) uint8 RGB of a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8."""
-    encoding = str(message.encoding).lower()
-    if encoding not in COLOUR_ENCODINGS:
-        raise InputError(f"{name}: encoding {message.encoding!r} is not supported; send one of "
-                         f"{', '.join(COLOUR_ENCODINGS)}.")
-    channels, order = COLOUR_ENCODINGS[encoding]
-    return np.ascontiguousarray(_pixels(message, channels, name)[..., order])
+    """(H, W, 3) uint8 RGB of a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8 (ingest-bag's decoder)."""
+    return decode_colour(message, name, InputError, REQUEST)
 
 
 def mask_to_array(message: Any, name: str = "mask") -> np.ndarray | None:
@@ -60,7 +40,7 @@ def mask_to_array(message: Any, name: str = "mask") -> np.ndarray | None:
         return None
     if str(message.encoding) not in MASK_ENCODINGS:
         raise InputError(f"{name}: encoding {message.encoding!r}; send masks as mono8 (non-zero = region).")
-    return _pixels(message, 1, name)[..., 0] > 0
+    return pixel_rows(message, name, 1, np.dtype(np.uint8), InputError, REQUEST.size)[..., 0] > 0
 
 
 def rgb_to_image(rgb: np.ndarray, message: Any) -> Any:

@@ -7,11 +7,11 @@ reading. Rows are cut at ``step`` (drivers may pad them) and big-endian data is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from find3d.errors import DataError
+from find3d.errors import DataError, Find3dError
 
 #: colour encoding -> (channels, whether the channel order is BGR)
 COLOUR_ENCODINGS: dict[str, tuple[int, bool]] = {
@@ -32,30 +32,48 @@ def is_compressed_depth(msg: Any) -> bool:
     return "compresseddepth" in str(getattr(msg, "format", "")).lower()
 
 
-def _rows(msg: Any, topic: str, channels: int, dtype: np.dtype) -> np.ndarray:
-    """(H, W, channels) view of an Image's data, cutting each row at ``step``."""
+class Fixes(NamedTuple):
+    """What a bad image's message tells its sender to do: a recording and a live request differ."""
+
+    size: str  # the image's size fields or data are inconsistent
+    encoding: str  # its encoding is not one find3d reads
+
+
+#: a recorded topic (ingest-bag, the mapping node's streams)
+RECORDING = Fixes(size="the message is truncated or its driver is broken; re-record the topic.",
+                  encoding="republish the topic in one of them (e.g. with image_proc), or pass --image-topic "
+                           "with another topic.")
+
+
+def pixel_rows(msg: Any, topic: str, channels: int, dtype: np.dtype, error: type[Find3dError] = DataError,
+               fix: str = RECORDING.size) -> np.ndarray:
+    """(H, W, channels) view of an Image's data, cutting each row at ``step``; inconsistent sizes raise ``error``."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     row_bytes = width * channels * dtype.itemsize
     data = np.asarray(msg.data, dtype=np.uint8)
-    if height == 0 or width == 0 or step < row_bytes or data.size < step * height:
-        raise DataError(f"{topic}: a {msg.encoding} image of {width}x{height} has step {step} and {data.size} "
-                        f"bytes (needs step >= {row_bytes} and {step * height} bytes); the message is "
-                        "truncated or its driver is broken; re-record the topic.")
+    what = f"{topic}: a {msg.encoding} image of {width}x{height}"
+    if height == 0 or width == 0:
+        raise error(f"{what} has no pixels; {fix}")
+    if step < row_bytes:
+        raise error(f"{what} has step {step} < {row_bytes} bytes per row; {fix}")
+    if data.size < step * height:
+        raise error(f"{what} has {data.size} bytes of data, needs step x height = {step * height}: it is "
+                    f"truncated; {fix}")
     rows = data[: step * height].reshape(height, step)[:, :row_bytes]
     return np.ascontiguousarray(rows).view(dtype).reshape(height, width, channels)
 
 
-def decode_colour(msg: Any, topic: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage (jpeg, png)."""
+def decode_colour(msg: Any, topic: str, error: type[Find3dError] = DataError, fixes: Fixes = RECORDING) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an Image (rgb8, bgr8, rgba8, bgra8, mono8) or CompressedImage (jpeg, png);
+    a bad one raises ``error`` whose message ends with ``fixes``."""
     if hasattr(msg, "format"):
         return _decode_compressed(msg, topic)
     encoding = str(msg.encoding)
     if encoding not in COLOUR_ENCODINGS:
-        raise DataError(f"{topic}: image encoding {encoding!r} is not a colour encoding find3d reads "
-                        f"({', '.join(COLOUR_ENCODINGS)}); republish the topic in one of them (e.g. with "
-                        "image_proc), or pass --image-topic with another topic.")
+        raise error(f"{topic}: image encoding {encoding!r} is not supported (find3d reads "
+                    f"{', '.join(COLOUR_ENCODINGS)}); {fixes.encoding}")
     channels, bgr = COLOUR_ENCODINGS[encoding]
-    pixels = _rows(msg, topic, channels, np.dtype(np.uint8))
+    pixels = pixel_rows(msg, topic, channels, np.dtype(np.uint8), error, fixes.size)
     if channels == 1:
         return np.repeat(pixels, 3, axis=2)
     rgb = pixels[..., 2::-1] if bgr else pixels[..., :3]  # drop alpha; reverse BGR
@@ -84,7 +102,7 @@ def decode_depth_mm(msg: Any, topic: str) -> np.ndarray:
                         f"depth in one of them, or pass --depth-topic none to ingest colour only.")
     kind, metres_per_unit = DEPTH_ENCODINGS[encoding]
     dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    depth = _rows(msg, topic, 1, dtype)[..., 0]
+    depth = pixel_rows(msg, topic, 1, dtype)[..., 0]
     if kind == "u2":
         return depth.astype(np.uint16)
     # Invalid float readings are NaN, ±inf or <= 0 by convention (REP-118); 0 means "unknown" in the scene.
