@@ -12,7 +12,8 @@ per seed on 2 shared CPU cores). Prints markdown tables and writes them to ``ben
   ``encode_query``, the signal the field is trained on, objectness-weighted or plain mask mix,
   vocabulary or LERF negatives) and (2) ``Interface.ground`` masks of the same phrase, both as
   cumulative IoU against the views' instance masks; (3) the fusion baseline and (4) the field, as
-  eval-3d's 3D IoU on GT points, with vocabulary and LERF negatives.
+  eval-3d's 3D IoU on GT points: whole 3D segments with vocabulary negatives (what ``Field.query``
+  answers), with LERF's negatives, and single points (``--points``).
 - embed-frames: ``find3d.Interface`` of ``--checkpoint`` (default: the CPU interface run's last.pt),
   frames/s over the whole scene.
 - find-field: ``ns-train find-field`` with its defaults (depth supervision on) for ``--iterations``;
@@ -173,7 +174,8 @@ def _upsample(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def run_seed(args: argparse.Namespace, seed: int, checkpoint: Path, work: Path) -> dict:
-    """One scene: embed, stages 1-2, field, eval-3d (field + fusion, vocabulary and LERF negatives)."""
+    """One scene: embed, stages 1-2, field, eval-3d (field + fusion: segments with vocabulary and LERF negatives,
+    points with vocabulary negatives)."""
     from find3d import Interface
     from find3d.cli import main as cli
     from find3d.data.make_scene import make_scene
@@ -194,7 +196,7 @@ def run_seed(args: argparse.Namespace, seed: int, checkpoint: Path, work: Path) 
     field = Field.load(field_dir)
     geometry = surface_distance(scene, field.points)
     evals = {}
-    for name, extra in (("vocabulary", []), ("LERF", ["--canonical-negatives"])):
+    for name, extra in (("vocabulary", []), ("LERF", ["--canonical-negatives"]), ("points", ["--points"])):
         out = work / f"eval_{seed}_{name}"
         if cli(["eval-3d", "--scene", str(scene), "--field", str(field_dir), "--out", str(out), *extra]) != 0:
             sys.exit("eval-3d failed (see above)")
@@ -279,7 +281,8 @@ def format_report(args: argparse.Namespace, runs: list[dict], latency: list[dict
 def _stage_table(runs: list[dict]) -> list[str]:
     """Stage 1-4 IoU per category (mean over the seeds that have it) and the mean over categories."""
     categories = sorted({c for r in runs for c in r["categories"]})
-    columns = [*runs[0]["stages"], "fusion / LERF", "field / LERF", "fusion", "field"]
+    columns = [*runs[0]["stages"], "fusion / points", "field / points", "fusion / LERF", "field / LERF", "fusion",
+               "field"]
 
     def value(run: dict, column: str, category: str) -> float | None:
         if column in run["stages"]:
@@ -291,7 +294,8 @@ def _stage_table(runs: list[dict]) -> list[str]:
 
     lines = ["Stage table: IoU per category, 2D on the held-out views (cumulative over views; stages 1-2) and "
              "3D on GT points (stages 3-4, mean of 'the X' and a synonym), mean over the seeds where the "
-             "category occurs. Negatives: vocabulary (default) or LERF's canonical four.", "",
+             "category occurs. 3D selection: whole segments (default) or single points (`/ points`); "
+             "negatives: vocabulary (default) or LERF's canonical four.", "",
              "| category | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     means = {c: [] for c in columns}
     for category in categories:

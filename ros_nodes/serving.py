@@ -38,11 +38,14 @@ AnswerFn = Callable[[str, list, list, float, int], tuple[Any, np.ndarray, np.nda
 class AnswerParameters:
     """The parameters of every answering node that shape an answer (each node's own dataclass extends it)."""
 
-    threshold: float = parameter("Least relevancy of a selected point (a request's non-zero threshold wins).", 0.5,
-                                 low=0.0, high=1.0)
+    threshold: float = parameter("Least relevancy of a selected segment, or point with whole_objects off (a "
+                                 "request's non-zero threshold wins).", 0.5, low=0.0, high=1.0)
     top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
     negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
                                        "(as Field.query's negatives=None).", None, kind=list)
+    whole_objects: bool = parameter("Answer with whole 3D segments (objects cut from the planes they stand on, "
+                                    "scored by their mean embedding; the best one when none reaches the "
+                                    "threshold) instead of single points.", True)
     object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
                                     low=1e-4, high=10.0)
     min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
@@ -52,7 +55,7 @@ class AnswerParameters:
         """``find3d.query.answer.answer``'s keyword arguments from these parameters (threshold and top_k
         come per request, see ``QueryServer``)."""
         return {"negatives": self.negatives, "object_voxel": self.object_voxel,
-                "min_object_points": self.min_object_points}
+                "min_object_points": self.min_object_points, "objects": self.whole_objects}
 
 
 def state_qos() -> Any:
@@ -192,7 +195,7 @@ def fill_response(response: Any, result: Any, points: np.ndarray, colors: np.nda
     response.frames = frames
     response.selected, response.total, response.threshold = len(whole.indices), len(points), whole.threshold
     best = f"; best frame {frames[0].file_path} ({frames[0].score:.2f})" if frames else ""
-    response.message = (f"{response.selected} of {response.total} points at relevancy >= {whole.threshold:g}, "
+    response.message = (f"{response.selected} of {response.total} points selected (threshold {whole.threshold:g}), "
                         f"{len(result.objects)} object(s){best}")
     return response
 

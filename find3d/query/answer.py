@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from find3d.query.field import Field, QueryResult, encode_negatives, select
+from find3d.query.field import Field, QueryResult, encode_negatives
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL, Object3D, group_objects
 from find3d.query.relations import pick, split_relation
 
@@ -53,16 +53,18 @@ class Answer:
 def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | None = None,
            masks: Sequence[Any | None] | None = None, negatives: Sequence[str] | None = None,
            threshold: float = 0.5, top_k: int = 3, base_dir: str | os.PathLike = ".",
-           object_voxel: float = OBJECT_VOXEL, min_object_points: int = MIN_OBJECT_POINTS) -> Answer:
-    """Answer ``query`` (text, interleaved text, or an image crop) on ``field_`` through ``interface``."""
+           object_voxel: float = OBJECT_VOXEL, min_object_points: int = MIN_OBJECT_POINTS,
+           objects: bool = True) -> Answer:
+    """Answer ``query`` (text, interleaved text, or an image crop) on ``field_`` through ``interface``;
+    ``objects``: select whole 3D segments (default) or single points (``Field.query``)."""
     def objects_of(indices: np.ndarray, relevancy: np.ndarray) -> list[Object3D]:
         return group_objects(field_.points, indices, relevancy, object_voxel, min_object_points)
 
     def entity(label: str, vector: Any) -> tuple[EntityAnswer, np.ndarray]:
         vector = vector.numpy() if hasattr(vector, "numpy") else np.asarray(vector, np.float32)
         negative = encode_negatives(interface, negatives, base_dir, query_vector=vector)
-        relevancy = field_.relevancy(vector, negative)
-        order = select(relevancy, threshold)
+        found = field_.query(vector, negative, threshold, top_k_frames=0, objects=objects)
+        relevancy, order = found.relevancy, found.indices
         return EntityAnswer(label, order, relevancy[order], objects_of(order, relevancy)), relevancy
 
     relation = split_relation(query) if isinstance(query, str) else None
@@ -82,7 +84,7 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
         return Answer(result, ([target] if target is not None else []) + rest, [head, other], target,
                       relation.relation)
     result = field_.query(query, negatives=negatives, threshold=threshold, top_k_frames=top_k, interface=interface,
-                          base_dir=base_dir, images=images, masks=masks)
+                          base_dir=base_dir, images=images, masks=masks, objects=objects)
     entities = []
     if isinstance(query, str) and "<image:" in query:
         entity_vectors = interface.encode_entities(query, base_dir=base_dir, images=images, masks=masks)

@@ -2,8 +2,9 @@
 
 Protocol (each category is asked as a user would: "the mug" and a synonym, "the cup"
 (``PHRASINGS``), each encoded through the interface with the negatives ``Field.query`` uses by
-default, the interface's vocabulary minus the query's class; a point is selected at relevancy >=
-``--threshold``; a category's metrics are means over its phrasings):
+default, the interface's vocabulary minus the query's class; the selection is ``Field.query``'s:
+whole 3D segments at relevancy >= ``--threshold`` or else the best one (``--points``: each point at
+relevancy >= ``--threshold``); a category's metrics are means over its phrasings):
 
 - 3D IoU per category, on the ground-truth points (``ground_truth/points.npz``: things and the table,
   one per 5 mm voxel). Each GT point takes the selection of its nearest point of the method, or is
@@ -93,12 +94,12 @@ class Scene:
 
 
 # ------------------------------------------------------------------------------------------ metrics
-def iou_per_category(relevancy: np.ndarray, threshold: float, scene: Scene, ids: list[int],
-                     match: np.ndarray) -> float:
-    """3D IoU on GT points of the selection transferred by ``match`` (nearest method point, -1: none)."""
+def iou_per_category(chosen: np.ndarray, scene: Scene, ids: list[int], match: np.ndarray) -> float:
+    """3D IoU on GT points of the selection ``chosen`` (bool per method point) transferred by ``match``
+    (nearest method point, -1: none)."""
     selected = np.zeros(len(scene.gt_xyz), bool)
     matched = match >= 0
-    selected[matched] = relevancy[match[matched]] >= threshold
+    selected[matched] = chosen[match[matched]]
     truth = np.isin(scene.gt_object, ids)
     union = np.logical_or(selected, truth).sum()
     return float(np.logical_and(selected, truth).sum() / union) if union else 0.0
@@ -128,11 +129,12 @@ def localised(field: Any, relevancy: np.ndarray, frame_index: int, mask: np.ndar
 
 
 def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: float, match_distance: float,
-             retrieval: dict[str, list[np.ndarray]] | None = None) -> dict[str, Any]:
+             retrieval: dict[str, list[np.ndarray]] | None = None, objects: bool = True) -> dict[str, Any]:
     """Every metric of the module docstring for one method.
 
     ``embeddings``: category -> (query, negatives), or a list of them (one per phrasing);
-    ``retrieval``: category -> one retrieval-space vector per phrasing (frame ranking by retrieval).
+    ``retrieval``: category -> one retrieval-space vector per phrasing (frame ranking by retrieval);
+    ``objects``: ``Field.query``'s (whole segments, default) or per-point selection.
     """
     frame_index = {entry["file_path"]: i for i, entry in enumerate(field.frames)}
     visible = {path: _visible_ids(scene.instances(path)) for path in frame_index}
@@ -144,7 +146,7 @@ def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: fl
         phrasings = [phrasings] if isinstance(phrasings, tuple) else list(phrasings)
         vectors = (retrieval or {}).get(category) or [None] * len(phrasings)
         rows = [_one_query(field, scene, query, negatives, vector, ids, threshold, match, frame_index, visible,
-                           heldout) for (query, negatives), vector in zip(phrasings, vectors)]
+                           heldout, objects) for (query, negatives), vector in zip(phrasings, vectors)]
         per_category[category] = {
             "iou": float(np.mean([r["iou"] for r in rows])),
             "iou_per_phrasing": [r["iou"] for r in rows],
@@ -160,9 +162,10 @@ RRF_K = 2.0  # reciprocal-rank fusion constant: small, so a frame near the top o
 
 def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarray | None,
                vector: np.ndarray | None, ids: list[int], threshold: float, match: np.ndarray,
-               frame_index: dict[str, int], visible: dict[str, set[int]], heldout: list[str]) -> dict[str, Any]:
-    relevancy = field.relevancy(query, negatives)
-    order = np.flatnonzero(relevancy >= threshold)
+               frame_index: dict[str, int], visible: dict[str, set[int]], heldout: list[str],
+               objects: bool) -> dict[str, Any]:
+    result = field.query(query, negatives, threshold, top_k_frames=0, objects=objects)
+    relevancy, order = result.relevancy, result.indices
     count = len(field.frames)
     rankings = {"visibility": [hit.index for hit in field.rank_frames(relevancy, order, top_k=count)]}
     if vector is not None:
@@ -172,7 +175,9 @@ def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarra
             fused[ranked] += 1.0 / (RRF_K + np.arange(1, count + 1))
         rankings["combined"] = np.argsort(-fused, kind="stable").tolist()
     paths = [entry["file_path"] for entry in field.frames]
-    row: dict[str, Any] = {"iou": iou_per_category(relevancy, threshold, scene, ids, match)}
+    chosen = np.zeros(len(field.points), bool)
+    chosen[order] = True
+    row: dict[str, Any] = {"iou": iou_per_category(chosen, scene, ids, match)}
     for name, ranked in rankings.items():
         seen = [bool(visible[paths[i]] & set(ids)) for i in ranked[:5]]
         prefix = "frame" if name == "visibility" else f"frame_{name}"
@@ -231,7 +236,7 @@ def interleaved_queries(scene: Scene) -> list[dict[str, Any]]:
 
 
 def evaluate_interleaved(field: Any, scene: Scene, interface: Any, threshold: float,
-                         match_distance: float) -> dict[str, Any]:
+                         match_distance: float, objects: bool = True) -> dict[str, Any]:
     """IoU of ``answer()``'s target with the intended instance, per query and in the mean."""
     from PIL import Image
 
@@ -244,10 +249,11 @@ def evaluate_interleaved(field: Any, scene: Scene, interface: Any, threshold: fl
         if "view" in task:
             images = [np.asarray(Image.open(scene.root / task["view"]).convert("RGB"))]
             masks = [scene.instances(task["view"]) == task["anchor"]]
-        result = answer(field, interface, task["text"], images=images, masks=masks, threshold=threshold, top_k=0)
-        selected = np.zeros(len(field.points), np.float32)
-        selected[result.result.indices] = 1.0
-        iou = iou_per_category(selected, 0.5, scene, [task["target"]], match)
+        result = answer(field, interface, task["text"], images=images, masks=masks, threshold=threshold, top_k=0,
+                        objects=objects)
+        chosen = np.zeros(len(field.points), bool)
+        chosen[result.result.indices] = True
+        iou = iou_per_category(chosen, scene, [task["target"]], match)
         rows.append({"query": task["text"], "target": task["target"], "anchor": task["anchor"],
                      "visual": "view" in task, "iou": iou})
     return {"queries": rows, "target_iou": float(np.mean([r["iou"] for r in rows])) if rows else None}
@@ -300,6 +306,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-distance", type=float, default=MATCH_DISTANCE,
                         help="metres: farthest a method's point may be from a GT point to stand for it")
     parser.add_argument("--out", type=Path, default=None, help="folder for eval_3d.json and fusion/ (default: --field)")
+    parser.add_argument("--points", action="store_true",
+                        help="select single points at relevancy >= --threshold instead of whole 3D segments")
     parser.add_argument("--canonical-negatives", action="store_true",
                         help="score against LERF's 'object, things, stuff, texture' instead of the vocabulary")
 
@@ -335,11 +343,13 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.field
     baseline = fusion_baseline(scene, field, out / "fusion")
     results: dict[str, Any] = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
-                               "match_distance": args.match_distance}
+                               "match_distance": args.match_distance,
+                               "selection": "points" if args.points else "objects"}
     for name, method in (("field", field), ("fusion_baseline", baseline)):
-        results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval)
+        results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval,
+                                 objects=not args.points)
         results[name]["interleaved"] = evaluate_interleaved(method, scene, interface, args.threshold,
-                                                            args.match_distance)
+                                                            args.match_distance, objects=not args.points)
     atomic_write_json(out / "eval_3d.json", results)
     print(format_table(results))
     print(f"-> {out / 'eval_3d.json'}")

@@ -37,6 +37,7 @@ import numpy as np
 from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import read_json, read_npz
+from find3d.query.segments import SegmentParameters, segment_points
 
 if TYPE_CHECKING:
     import torch
@@ -103,6 +104,9 @@ class Field:
         self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         self._seen_by_points: Any = None  # see ``_seen_by``
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
+        self._segments: np.ndarray | None = None  # see ``segments``
+        self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
+        self.segment_parameters = SegmentParameters()  # set before the first object query to re-cut
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
         # (measured 20x slower), so one thread is the safe default.
@@ -229,15 +233,70 @@ class Field:
         self._nearest_negative[key] = out
         return out
 
+    # ------------------------------------------------------------------------------------ objects
+    @property
+    def segments(self) -> np.ndarray:
+        """(N,) int32: each point's class-agnostic 3D segment, -1 for speckle (``find3d.query.segments``);
+        query-independent, so cut once on first use."""
+        if self._segments is None:
+            self._segments = segment_points(self.points, self.segment_parameters)
+        return self._segments
+
+    def segment_vectors(self) -> np.ndarray:
+        """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points."""
+        if self._segment_vectors is None:
+            labels = self.segments
+            keep = labels >= 0
+            count = int(labels.max()) + 1 if keep.any() else 0
+            sums = np.zeros((count, self.dim), np.float64)
+            for start in range(0, len(self), CHUNK_ROWS):
+                rows = slice(start, start + CHUNK_ROWS)
+                chunk_labels, mask = labels[rows], keep[rows]
+                np.add.at(sums, chunk_labels[mask], self._decoded(rows)[mask])
+            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+            self._segment_vectors = (sums / norms).astype(np.float32)
+        return self._segment_vectors
+
+    def _decoded(self, rows: slice) -> np.ndarray:
+        """(n, D) float64 unit embeddings of points ``rows`` (decoded from the code when there is one)."""
+        if self.code is not None and self.decoder is not None:
+            mean, components = self.decoder
+            code = np.asarray(self.code[:, rows], dtype=np.float64)
+            # the stored code is pre-scaled so that [code, scale] · [components, mean] is the unit vector
+            return code[:-1].T @ components + code[-1][:, None] * mean[None, :]
+        return np.asarray(self.features[rows], dtype=np.float64)
+
+    def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
+        """(N,) LERF relevancy of each point's segment (its mean embedding against the query and negatives);
+        0 for speckle."""
+        query = self._unit(embedding, "query embedding")
+        if len(query) != 1:
+            raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
+        vectors = self.segment_vectors()
+        positive = vectors @ query[0]
+        if negatives is None:
+            scores = (1.0 + positive) / 2
+        else:
+            nearest = (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
+            scores = 1.0 / (1.0 + np.exp(-TEMPERATURE * (positive - nearest)))
+        labels = self.segments
+        return np.where(labels >= 0, scores[np.maximum(labels, 0)] if len(scores) else 0.0, 0.0).astype(np.float32)
+
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
               interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
-              masks: Sequence[Any | None] | None = None) -> QueryResult:
-        """Relevancy of every point, the points at or above ``threshold`` and the ``top_k_frames`` best frames.
+              masks: Sequence[Any | None] | None = None, objects: bool = True) -> QueryResult:
+        """Relevancy of every point, the selected points and the ``top_k_frames`` best frames.
 
         With ``interface`` (a ``find3d.Interface``), ``query`` is text, interleaved text (references
         relative to ``base_dir``, or ``<image:N>`` naming ``images[N]`` with optional ``masks[N]``) or
-        an image crop, and ``negatives`` phrases (default the canonical ones); without it both are
-        embeddings.
+        an image crop, and ``negatives`` phrases (default the vocabulary minus the query's class);
+        without it both are embeddings.
+
+        ``objects`` (default): whole segments answer (``object_relevancy``): those at or above
+        ``threshold``, or, when none reaches it, the single most relevant one — a query names something
+        in the scene, and its best candidate (with its low score) is more use to a robot than nothing.
+        ``objects=False``, or a field too sparse to cut into any segment: each point on its own
+        (``relevancy``), the points at or above ``threshold``.
         """
         threshold = validate.number(threshold, "threshold", 0.0, 1.0)
         top_k_frames = validate.integer(top_k_frames, "top_k_frames", minimum=0)
@@ -248,8 +307,13 @@ class Field:
         if interface is not None:
             embedding = encode(interface, query, base_dir, images, masks)
             negatives = encode_negatives(interface, negatives, base_dir, query_vector=embedding)
-        relevancy = self.relevancy(embedding, negatives)
-        order = select(relevancy, threshold)
+        if objects and (self.segments >= 0).any():
+            relevancy = self.object_relevancy(embedding, negatives)
+            best = float(relevancy.max()) if len(relevancy) else 0.0
+            order = select(relevancy, min(threshold, best) if best > 0 else threshold)
+        else:
+            relevancy = self.relevancy(embedding, negatives)
+            order = select(relevancy, threshold)
         frames = self.rank_frames(relevancy, order, top_k_frames)
         return QueryResult(relevancy, order, relevancy[order], threshold, frames)
 

@@ -42,30 +42,12 @@ class Object3D:
 def group_objects(points: np.ndarray, indices: np.ndarray, relevancy: np.ndarray, voxel: float = OBJECT_VOXEL,
                   min_points: int = MIN_OBJECT_POINTS) -> list[Object3D]:
     """Objects among the selected ``indices``, those carrying the most relevancy (summed) first."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if not (np.isfinite(voxel) and voxel > 0):
         raise InputError(f"object voxel {voxel}: must be a positive length in metres, e.g. {OBJECT_VOXEL}.")
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
         return []
-    cells = np.floor(np.asarray(points, dtype=np.float64)[indices] / voxel).astype(np.int64)
-    cells -= cells.min(axis=0) - 1  # non-negative with a margin, so neighbours never go below zero
-    span = cells.max(axis=0) + 2
-    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
-    unique, voxel_of = np.unique(keys, return_inverse=True)
-    rows, cols = [np.arange(len(unique))], [np.arange(len(unique))]
-    for dx, dy, dz in _HALF_NEIGHBOURHOOD:
-        neighbour = unique + (dx * span[1] + dy) * span[2] + dz
-        found = np.minimum(np.searchsorted(unique, neighbour), len(unique) - 1)
-        hit = unique[found] == neighbour
-        rows.append(np.flatnonzero(hit))
-        cols.append(found[hit])
-    row, col = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(row), np.int8), (row, col)), shape=(len(unique), len(unique)))
-    _, label_of_voxel = connected_components(graph, directed=False)
-    labels = label_of_voxel[voxel_of]
+    labels = voxel_components(np.asarray(points, dtype=np.float64)[indices], voxel)
     # Speckle is dropped before any per-object work: a noisy mask has hundreds of one-voxel groups.
     keep = np.bincount(labels)[labels] >= min_points
     if not keep.any():
@@ -82,6 +64,31 @@ def group_objects(points: np.ndarray, indices: np.ndarray, relevancy: np.ndarray
                in zip(np.split(members, starts[1:]), scores, lower, upper)]
     objects.sort(key=lambda obj: -obj.score * len(obj.indices))
     return objects
+
+
+def voxel_components(xyz: np.ndarray, voxel: float) -> np.ndarray:
+    """(n,) int64 component label of each point: points whose voxels touch (26-neighbourhood) share one."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(xyz) == 0:
+        return np.zeros(0, np.int64)
+    cells = np.floor(xyz / voxel).astype(np.int64)
+    cells -= cells.min(axis=0) - 1  # non-negative with a margin, so neighbours never go below zero
+    span = cells.max(axis=0) + 2
+    keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+    unique, voxel_of = np.unique(keys, return_inverse=True)
+    rows, cols = [np.arange(len(unique))], [np.arange(len(unique))]
+    for dx, dy, dz in _HALF_NEIGHBOURHOOD:
+        neighbour = unique + (dx * span[1] + dy) * span[2] + dz
+        found = np.minimum(np.searchsorted(unique, neighbour), len(unique) - 1)
+        hit = unique[found] == neighbour
+        rows.append(np.flatnonzero(hit))
+        cols.append(found[hit])
+    row, col = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(row), np.int8), (row, col)), shape=(len(unique), len(unique)))
+    _, label_of_voxel = connected_components(graph, directed=False)
+    return label_of_voxel[voxel_of].astype(np.int64)
 
 
 # 13 of the 26 neighbour offsets: each touching pair of voxels is found once, from its lower key.

@@ -6,11 +6,13 @@
 
 The query is answered by ``find3d.query.answer.answer`` (as the ROS 2 nodes answer it): encoded
 through the FIND interface that embedded the frames (``--checkpoint``, by default the one recorded in
-the export's meta.json) against the interface's vocabulary as negatives; a spatial relation ("next
-to", "left of", "behind", "on") makes the mask the head entity's instance that satisfies it. Writes,
-into ``--out`` (default: the field folder)::
+the export's meta.json) against the interface's vocabulary as negatives. The answer is whole 3D
+segments (``find3d.query.segments``: objects cut from the planes they stand on) whose mean embedding
+reaches ``--threshold``, or the best one when none does; ``--points`` selects single points instead.
+A spatial relation ("next to", "left of", "behind", "on") makes the mask the head entity's instance
+that satisfies it. Writes, into ``--out`` (default: the field folder)::
 
-    mask.ply            the selected points (relevancy >= --threshold) with their colours
+    mask.ply            the selected points with their colours
     query.npz           indices (M,) int64 most relevant first, scores (M,) float32, threshold
     frames.json         {"query", "threshold", "points", "frames": [{rank, index, file_path, score,
                          c2w (4x4 OpenGL, world), fl_x, fl_y, cx, cy, w, h}]}
@@ -38,7 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="FIND interface checkpoint (default: the one embed-frames used, from meta.json)")
     parser.add_argument("--threshold", type=validate.cli(validate.number, low=0.0, high=1.0), default=0.5,
-                        help="least relevancy of a selected point, in [0, 1]")
+                        help="least relevancy of a selected segment (or point, with --points), in [0, 1]")
+    parser.add_argument("--points", action="store_true",
+                        help="select single points at relevancy >= --threshold instead of whole 3D segments")
     parser.add_argument("--top-k", type=validate.cli(validate.integer, minimum=0), default=3,
                         help="best frames to report and draw (0: none)")
     parser.add_argument("--negatives", nargs="*", default=None,
@@ -60,14 +64,15 @@ def run(args: argparse.Namespace) -> int:
     query: Any = args.text if args.image is None else args.image
     # Interleaved references are resolved from the working directory, like any command-line path.
     answered = answer(field, interface, query, negatives=args.negatives, threshold=args.threshold,
-                      top_k=args.top_k, base_dir=Path.cwd())
+                      top_k=args.top_k, base_dir=Path.cwd(), objects=not args.points)
     result = answered.result
     out = args.out or args.field
     write_result(field, result, out, str(query))
     best = f"; best frame {result.frames[0].file_path} ({result.frames[0].score:.2f})" if result.frames else ""
     what = (f"the instance {answered.relation!r} its reference" if answered.relation else
             f"{len(answered.objects)} object(s)")
-    print(f"{len(result.indices)} of {len(field)} points at relevancy >= {result.threshold} ({what}){best} -> {out}")
+    print(f"{len(result.indices)} of {len(field)} points selected (threshold {result.threshold}; {what}){best} "
+          f"-> {out}")
     return 0
 
 
