@@ -22,7 +22,8 @@ per seed on 2 shared CPU cores). Prints markdown tables and writes them to ``ben
   (every view's GT depth back-projected, floor and wall included).
 - 3D queries: ``find3d eval-3d`` (protocol in ``find3d.query.eval_3d``), field vs fusion baseline.
 - Query latency: random unit features in exports of 10k / 100k / 1M points (the interface's D, PCA
-  code 32 as export-field writes by default), one query + 4 negatives, median of 5 after a warm-up;
+  code 32 as export-field writes by default), one query + 4 negatives answered point by point (random
+  points hold no objects to segment), median of 5 after a warm-up;
   "mask" = relevancy + threshold, "+frames" adds ranking the scene's frames, "first" is the first
   "+frames" query of a loaded field, which also builds its per-frame visibility. Memory: extra resident
   memory at the query's peak (VmHWM reset through /proc/self/clear_refs, as bench/interface.py).
@@ -107,18 +108,18 @@ def query_latency(work: Path, dim: int, frames: list[dict]) -> list[dict[str, fl
         del features
         field = Field.load(root)
         query, negatives = rng.normal(size=dim), rng.normal(size=(4, dim))
-        field.query(query, negatives, top_k_frames=0)  # page in the memory maps
+        field.query(query, negatives, top_k_frames=0, objects=False)  # page in the memory maps
         start = time.perf_counter()
-        field.query(query, negatives, top_k_frames=3)  # builds the field's per-frame visibility once
+        field.query(query, negatives, top_k_frames=3, objects=False)  # builds the field's per-frame visibility once
         timings = {"first": (time.perf_counter() - start) * 1000}
         for name, top_k in (("mask", 0), ("+frames", 3)):
             runs = []
             for _ in range(5):
                 start = time.perf_counter()
-                field.query(query, negatives, top_k_frames=top_k)
+                field.query(query, negatives, top_k_frames=top_k, objects=False)
                 runs.append(time.perf_counter() - start)
             timings[name] = statistics.median(runs) * 1000
-        memory = peak_extra_mib(lambda f=field, q=query, n=negatives: f.query(q, n, top_k_frames=0))
+        memory = peak_extra_mib(lambda f=field, q=query, n=negatives: f.query(q, n, top_k_frames=0, objects=False))
         rows.append({"points": count, "mask_ms": timings["mask"], "frames_ms": timings["+frames"],
                      "first_ms": timings["first"], "peak_extra_mib": memory, "frames": len(frames),
                      "threads": field.threads})

@@ -7,7 +7,10 @@ markdown tables and writes them to ``bench/results/ros.md``.
 - Fields: exports of 10k / 100k / 1M points with random unit features of the interface's width, PCA
   code 32 (export-field's default), 24 cameras on a ring around them; the query is text ("mug") with
   the canonical negatives, at the threshold that selects 1% of the points (a small object's share),
-  top-3 frames. Without ``--checkpoint`` a 2-step demo interface is trained first (cost, not quality,
+  top-3 frames, answered point by point (``objects=False``, the node's ``whole_objects:=false``): random
+  points in a cube hold no objects to segment, and the per-point path is the one whose cost grows with
+  the field (a whole-object answer reads one vector per segment once the field is segmented).
+  Without ``--checkpoint`` a 2-step demo interface is trained first (cost, not quality,
   is measured here: text vectors are cached after the first query, as in the node).
 - Round trip: the node (``lib/find3d/query_node``, its own process, DDS on localhost) answering
   ``~/query`` from a client in this process, p50 / p99 over ``--calls``, beside ``Field.query`` and
@@ -118,8 +121,8 @@ def round_trips(field_dir: Path, checkpoint: Path, threshold: float, calls: int,
     """Round-trip latencies of the node on ``field_dir``; with ``load=(rate, seconds)`` a sustained run."""
     from find3d_interfaces.srv import Query
 
-    process = start_node("query_node", {"field": field_dir, "checkpoint": checkpoint}, logs,
-                         ROOT / "configs" / "ros" / "query_node.yaml")
+    process = start_node("query_node", {"field": field_dir, "checkpoint": checkpoint, "whole_objects": False},
+                         logs, ROOT / "configs" / "ros" / "query_node.yaml")
     try:
         with ros_client("bench_ros_client") as ros:
             client = ros.create_client(Query, "/find3d_query/query")
@@ -196,14 +199,16 @@ def main() -> None:
             make_field(root, count, interface.dim, checkpoint)
             field = find3d.Field.load(root)
             start = time.perf_counter()
-            relevancy = field.query(QUERY, interface=interface, top_k_frames=0).relevancy  # cold: negatives' cache
+            relevancy = field.query(QUERY, interface=interface, top_k_frames=0,  # cold: negatives' cache
+                                    objects=False).relevancy
             cold = time.perf_counter() - start
             threshold = float(np.quantile(relevancy, 0.99))
             query = lambda f=field, t=threshold, k=3: f.query(QUERY, interface=interface, threshold=t,  # noqa: E731
-                                                            top_k_frames=k)
+                                                            top_k_frames=k, objects=False)
             query()  # builds the per-frame visibility, as the node's warm-up does
             in_process = timed(query, args.calls)
-            whole = timed(lambda f=field, t=threshold: answer(f, interface, QUERY, threshold=t, top_k=3), args.calls)
+            whole = timed(lambda f=field, t=threshold: answer(f, interface, QUERY, threshold=t, top_k=3, objects=False),
+                          args.calls)
             trips = round_trips(root, checkpoint, threshold, args.calls, work / "logs")
             rows.append({"points": count, "query": percentiles(in_process), "answer": percentiles(whole),
                          "trip": percentiles(trips["round_trip"]), "selected": trips["selected"],
@@ -215,7 +220,7 @@ def main() -> None:
             if count == 1_000_000:
                 floor = read_floor(field.code)
                 mask_only = min(timed(lambda f=field, t=threshold: f.query(QUERY, interface=interface, threshold=t,
-                                                                          top_k_frames=0), 20))
+                                                                          top_k_frames=0, objects=False), 20))
                 floor_row = {"floor": floor, "mask": mask_only, "frames": min(in_process), "cold": cold,
                              "bytes": field.code.nbytes}
         text = report(rows, load, floor_row, torch.get_num_threads())

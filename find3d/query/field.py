@@ -245,26 +245,28 @@ class Field:
     def segment_vectors(self) -> np.ndarray:
         """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points."""
         if self._segment_vectors is None:
+            from scipy.sparse import csr_matrix
+
             labels = self.segments
-            keep = labels >= 0
-            count = int(labels.max()) + 1 if keep.any() else 0
-            sums = np.zeros((count, self.dim), np.float64)
+            count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+            coded = self.code is not None and self.decoder is not None
+            # Sums per segment as a sparse (S, n) x (n, C) product a chunk at a time. With the PCA code
+            # the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
+            sums = np.zeros((count, self.code.shape[0] if coded else self.dim), np.float64)
             for start in range(0, len(self), CHUNK_ROWS):
-                rows = slice(start, start + CHUNK_ROWS)
-                chunk_labels, mask = labels[rows], keep[rows]
-                np.add.at(sums, chunk_labels[mask], self._decoded(rows)[mask])
+                chunk = labels[start:start + CHUNK_ROWS]
+                rows = np.flatnonzero(chunk >= 0)
+                member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
+                values = (self.code[:, start:start + CHUNK_ROWS].T if coded
+                          else self.features[start:start + CHUNK_ROWS])
+                sums += member @ np.asarray(values, dtype=np.float64)
+            if coded:
+                mean, components = self.decoder
+                # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
+                sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
             norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
             self._segment_vectors = (sums / norms).astype(np.float32)
         return self._segment_vectors
-
-    def _decoded(self, rows: slice) -> np.ndarray:
-        """(n, D) float64 unit embeddings of points ``rows`` (decoded from the code when there is one)."""
-        if self.code is not None and self.decoder is not None:
-            mean, components = self.decoder
-            code = np.asarray(self.code[:, rows], dtype=np.float64)
-            # the stored code is pre-scaled so that [code, scale] · [components, mean] is the unit vector
-            return code[:-1].T @ components + code[-1][:, None] * mean[None, :]
-        return np.asarray(self.features[rows], dtype=np.float64)
 
     def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
         """(N,) LERF relevancy of each point's segment (its mean embedding against the query and negatives);
