@@ -254,9 +254,9 @@ def _ask(out: Path, name: str, text: str, truth_ids: list[int]) -> str:
     _cli("query", "--field", str(out / "field"), text, "--out", str(out / name), "--top-k", "3")
     scene, field = Scene.load(out / "scene"), Field.load(out / "field")
     indices = np.load(out / name / "query.npz")["indices"]
-    selected = np.zeros(len(field), np.float32)
-    selected[indices] = 1.0
-    iou = iou_per_category(selected, 0.5, scene, truth_ids, nearest_match(field.points, scene.gt_xyz, MATCH_DISTANCE))
+    chosen = np.zeros(len(field), bool)
+    chosen[indices] = True
+    iou = iou_per_category(chosen, scene, truth_ids, nearest_match(field.points, scene.gt_xyz, MATCH_DISTANCE))
     pngs = ", ".join(sorted(p.name for p in (out / name).glob("*.png") if p.name.startswith("relevancy_")))
     summary = out / "queries.json"  # what tests and users read back: every query's points and IoU
     answers = read_json(summary) if summary.is_file() and name != "query" else {}
