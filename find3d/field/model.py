@@ -136,8 +136,12 @@ class FindField(nn.Module):
         density, geo = self.density(positions)
         directions = self.direction_encoding(ray_samples.frustums.directions)  # torch SH takes unit vectors
         rgb = torch.sigmoid(self.color_mlp(torch.cat([geo, directions], dim=-1)))
-        feature = self.feature_mlp(self.feature_encoding(self._normalized(positions)))
-        return {"density": density, "rgb": rgb, "feature": feature}
+        return {"density": density, "rgb": rgb, "feature": self.features_at(positions)}
+
+    def features_at(self, positions: torch.Tensor) -> torch.Tensor:
+        """Semantic features (..., D), not normalised, at ``positions`` (..., 3) in nerfstudio's frame
+        (positions outside the box read the box's border)."""
+        return self.feature_mlp(self.feature_encoding(self._normalized(positions)))
 
 
 @dataclass
