@@ -230,7 +230,8 @@ def _scalars(run_dir: Path, tag: str) -> list[float]:
     return [event.value for event in events.Scalars(tag)]
 
 
-def _ns(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+# The timeout only catches a hung run: on a loaded shared machine a 150-iteration training has taken over 300 s.
+def _ns(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
