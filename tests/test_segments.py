@@ -130,3 +130,20 @@ def test_sparse_fields_are_answered_point_by_point(tmp_path: Path) -> None:
     assert (field.segments < 0).all()
     result = field.query(basis(0), basis(1)[None], top_k_frames=0)
     assert sorted(result.indices.tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_objects_of_a_whole_object_answer_are_its_segments() -> None:
+    """Two selected segments 2.5 cm apart: one group by 3 cm voxel connectivity, two objects by segment."""
+    from find3d.query.objects import group_objects
+
+    rng = np.random.default_rng(2)
+    balls = [sphere((0.0, 0.0, 0.5), 0.03, rng), sphere((0.085, 0.0, 0.5), 0.03, rng)]
+    points = np.concatenate(balls)
+    segments = np.repeat([0, 1], [len(b) for b in balls])
+    everything, relevancy = np.arange(len(points)), np.ones(len(points), np.float32)
+    assert len(group_objects(points, everything, relevancy)) == 1
+    apart = group_objects(points, everything, relevancy, segments=segments)
+    assert sorted(len(obj.indices) for obj in apart) == sorted(len(b) for b in balls)
+    # points without a segment fall back to voxel connectivity
+    unsegmented = group_objects(points, everything, relevancy, segments=np.full(len(points), -1))
+    assert len(unsegmented) == 1

@@ -3,7 +3,8 @@
 ``answer(field, interface, query, ...)`` is what the ROS 2 nodes serve.
 
 - Text or an image crop: ``Field.query`` for the query as a whole and the objects of that mask
-  (``find3d.query.objects``), most relevant first.
+  (``find3d.query.objects``; with whole-object answers each selected 3D segment is one object), most
+  relevant first.
 - Interleaved, FIND's semantics: each entity (the head's words or reference, then the others) gets
   its own 3D mask and objects, scored against the same kind of negatives. With a spatial relation
   between two entities ("the mug next to <image:keys.png>", "the duck behind the tray": see
@@ -58,7 +59,8 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
     """Answer ``query`` (text, interleaved text, or an image crop) on ``field_`` through ``interface``;
     ``objects``: select whole 3D segments (default) or single points (``Field.query``)."""
     def objects_of(indices: np.ndarray, relevancy: np.ndarray) -> list[Object3D]:
-        return group_objects(field_.points, indices, relevancy, object_voxel, min_object_points)
+        return group_objects(field_.points, indices, relevancy, object_voxel, min_object_points,
+                             field_.segments if objects else None)
 
     def entity(label: str, vector: Any) -> tuple[EntityAnswer, np.ndarray]:
         vector = vector.numpy() if hasattr(vector, "numpy") else np.asarray(vector, np.float32)

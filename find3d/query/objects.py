@@ -40,14 +40,21 @@ class Object3D:
 
 
 def group_objects(points: np.ndarray, indices: np.ndarray, relevancy: np.ndarray, voxel: float = OBJECT_VOXEL,
-                  min_points: int = MIN_OBJECT_POINTS) -> list[Object3D]:
-    """Objects among the selected ``indices``, those carrying the most relevancy (summed) first."""
+                  min_points: int = MIN_OBJECT_POINTS, segments: np.ndarray | None = None) -> list[Object3D]:
+    """Objects among the selected ``indices``, those carrying the most relevancy (summed) first.
+
+    ``segments`` (N,): each point's 3D segment (``Field.segments``, -1 for none): a selected point
+    belongs to its segment's object, so two selected segments closer than ``voxel`` stay two objects;
+    points without a segment are grouped by voxel connectivity as without ``segments``."""
     if not (np.isfinite(voxel) and voxel > 0):
         raise InputError(f"object voxel {voxel}: must be a positive length in metres, e.g. {OBJECT_VOXEL}.")
     indices = np.asarray(indices, dtype=np.int64)
     if len(indices) == 0:
         return []
     labels = voxel_components(np.asarray(points, dtype=np.float64)[indices], voxel)
+    if segments is not None:
+        segment = np.asarray(segments, dtype=np.int64)[indices]
+        labels = np.where(segment >= 0, segment, segment.max() + 1 + labels)
     # Speckle is dropped before any per-object work: a noisy mask has hundreds of one-voxel groups.
     keep = np.bincount(labels)[labels] >= min_points
     if not keep.any():
