@@ -147,3 +147,18 @@ def test_objects_of_a_whole_object_answer_are_its_segments() -> None:
     # points without a segment fall back to voxel connectivity
     unsegmented = group_objects(points, everything, relevancy, segments=np.full(len(points), -1))
     assert len(unsegmented) == 1
+
+
+def test_a_relation_anchor_is_the_segment_nearest_the_reference(tmp_path: Path) -> None:
+    """Saturated relevancies (every object ~1 against text negatives) leave the size-first order: the
+    anchor is the candidate segment whose mean embedding is nearest the reference vector."""
+    from find3d.query.answer import _anchor
+    from find3d.query.objects import group_objects
+
+    field, part = confused_field(tmp_path / "field", np.random.default_rng(3))
+    everything = np.flatnonzero(field.segments >= 0)
+    candidates = group_objects(field.points, everything, np.ones(len(field), np.float32), segments=field.segments)
+    reference = basis(4) * 0.9 + basis(3) * 0.1  # the second ball's direction, a little of the cube's
+    chosen = _anchor(field, candidates, reference)
+    assert candidates[0] is not chosen  # the floor, first by size
+    assert np.mean(part[chosen.indices] == 4) > 0.95

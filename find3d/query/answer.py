@@ -63,7 +63,7 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
                              field_.segments if objects else None)
 
     def entity(label: str, vector: Any) -> tuple[EntityAnswer, np.ndarray]:
-        vector = vector.numpy() if hasattr(vector, "numpy") else np.asarray(vector, np.float32)
+        vector = _array(vector)
         negative = encode_negatives(interface, negatives, base_dir, query_vector=vector)
         found = field_.query(vector, negative, threshold, top_k_frames=0, objects=objects)
         relevancy, order = found.relevancy, found.indices
@@ -72,11 +72,13 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
     relation = split_relation(query) if isinstance(query, str) else None
     if relation is not None:
         head, head_relevancy = entity(relation.head, _one_vector(interface, relation.head, base_dir, images, masks))
-        other, _ = entity(relation.other, _one_vector(interface, relation.other, base_dir, images, masks))
+        other_vector = _array(_one_vector(interface, relation.other, base_dir, images, masks))
+        other, _ = entity(relation.other, other_vector)
         target = None
         if head.objects and other.objects:
-            camera = _viewer(field_, head, other)
-            target = pick(head.objects, other.objects[0], relation.relation, field_.points, camera)
+            anchor = _anchor(field_, other.objects, other_vector) if objects else other.objects[0]
+            camera = _viewer(field_, head.objects[0], anchor)
+            target = pick(head.objects, anchor, relation.relation, field_.points, camera)
         if target is None and head.objects:
             target = head.objects[0]
         indices = target.indices if target is not None else np.zeros(0, np.int64)
@@ -101,13 +103,33 @@ def _one_vector(interface: Any, text: str, base_dir: str | os.PathLike, images: 
     return interface.encode_query(text, base_dir=base_dir, images=images, masks=masks)
 
 
-def _viewer(field_: Field, head: EntityAnswer, other: EntityAnswer) -> np.ndarray | None:
-    """The camera of the frame that sees the most of both entities' best objects: "left of" is its left."""
+def _array(vector: Any) -> np.ndarray:
+    return vector.numpy() if hasattr(vector, "numpy") else np.asarray(vector, np.float32)
+
+
+def _anchor(field_: Field, candidates: list[Object3D], vector: np.ndarray) -> Object3D:
+    """The candidate segment whose mean embedding is nearest (cosine) the entity's vector.
+
+    A visual reference ("<image:keys.png>") is a per-pixel embedding, like the segments', so against
+    the vocabulary's text negatives most objects saturate near relevancy 1 and relevancy no longer
+    tells them apart; the reference's nearest segment does. Objects without a segment rank last."""
+    vectors, labels = field_.segment_vectors(), field_.segments
+    unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+    def similarity(obj: Object3D) -> float:
+        label = int(labels[obj.indices[0]])
+        return float(vectors[label] @ unit) if label >= 0 else -np.inf
+
+    return max(candidates, key=similarity)
+
+
+def _viewer(field_: Field, head: Object3D, other: Object3D) -> np.ndarray | None:
+    """The camera of the frame that sees the most of both entities' chosen objects: "left of" is its left."""
     if not len(field_.frames):
         return None
     weights = np.zeros(len(field_), dtype=np.float32)
-    weights[head.objects[0].indices] = 1.0
-    weights[other.objects[0].indices] = 1.0
+    weights[head.indices] = 1.0
+    weights[other.indices] = 1.0
     selected = np.flatnonzero(weights)
     [best] = field_.rank_frames(weights, selected, 1)
     return best.c2w
