@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 FIND3D = str(Path(sys.executable).parent / "find3d")
-IOU_FLOOR = 0.3
+IOU_FLOOR = 0.5
 
 
 @pytest.mark.slow
@@ -32,8 +32,9 @@ def test_demo_runs_end_to_end(tmp_path):
         assert len(list(query.glob("relevancy_*.png"))) == 3
     # The small object's 3D mask against the scene's ground truth: selecting every point scores under 0.05
     # on it, selecting none 0; the floor sits well above both and below what the packaged interface gets
-    # (0.39 for "the robot" on seed 0). The interleaved answer is only checked to be a proper subset: its
-    # target IoU is 0.0 on this 200-iteration field, the head entity's mask missing both teddy bears
+    # (0.99 for "the robot" on seed 0 with the demo's 300 field iterations: whole-object answers). The
+    # interleaved answer is only checked to be a proper subset: its target IoU is 0.0 on seed 0, the head
+    # entity "the teddy bear" finding only the brown bear, not the gray one next to the reference tray
     # (bench/results/field.md says what limits it).
     answers = json.loads((tmp_path / "queries.json").read_text())
     assert set(answers) == {"query", "query_interleaved"}
