@@ -37,7 +37,7 @@ import numpy as np
 from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import read_json, read_npz
-from find3d.query.segments import SegmentParameters, segment_points
+from find3d.query.segments import segment_points
 
 if TYPE_CHECKING:
     import torch
@@ -106,7 +106,6 @@ class Field:
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
         self._segments: np.ndarray | None = None  # see ``segments``
         self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
-        self.segment_parameters = SegmentParameters()  # set before the first object query to re-cut
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
         # (measured 20x slower), so one thread is the safe default.
@@ -239,7 +238,7 @@ class Field:
         """(N,) int32: each point's class-agnostic 3D segment, -1 for speckle (``find3d.query.segments``);
         query-independent, so cut once on first use."""
         if self._segments is None:
-            self._segments = segment_points(self.points, self.segment_parameters)
+            self._segments = segment_points(self.points)
         return self._segments
 
     def segment_vectors(self) -> np.ndarray:
@@ -275,14 +274,9 @@ class Field:
         if len(query) != 1:
             raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
         vectors = self.segment_vectors()
-        positive = vectors @ query[0]
-        if negatives is None:
-            scores = (1.0 + positive) / 2
-        else:
-            nearest = (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
-            scores = 1.0 / (1.0 + np.exp(-TEMPERATURE * (positive - nearest)))
-        labels = self.segments
-        return np.where(labels >= 0, scores[np.maximum(labels, 0)] if len(scores) else 0.0, 0.0).astype(np.float32)
+        nearest = None if negatives is None else (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
+        scores = lerf_relevancy(vectors @ query[0], nearest)
+        return np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads the 0
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
               interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
@@ -309,7 +303,7 @@ class Field:
         if interface is not None:
             embedding = encode(interface, query, base_dir, images, masks)
             negatives = encode_negatives(interface, negatives, base_dir, query_vector=embedding)
-        if objects and (self.segments >= 0).any():
+        if objects and len(self.segment_vectors()):  # cached: no O(N) pass per query
             relevancy = self.object_relevancy(embedding, negatives)
             best = float(relevancy.max()) if len(relevancy) else 0.0
             order = select(relevancy, min(threshold, best) if best > 0 else threshold)
@@ -445,6 +439,13 @@ def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray
     similarity = vectors @ query
     keep = (similarity < similarity.max()) & (similarity < SAME_CLASS_COSINE)
     return vectors[keep] if keep.any() else None
+
+
+def lerf_relevancy(positive: np.ndarray, nearest_negative: np.ndarray | None) -> np.ndarray:
+    """LERF relevancy from cosines with the query and with the closest negative (module docstring)."""
+    if nearest_negative is None:
+        return (1.0 + positive) / 2
+    return 1.0 / (1.0 + np.exp(-TEMPERATURE * (positive - nearest_negative)))
 
 
 def select(relevancy: np.ndarray, threshold: float) -> np.ndarray:
