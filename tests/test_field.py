@@ -221,6 +221,33 @@ def test_depth_losses() -> None:
     assert model._exits_empty(outputs, torch.tensor([[3.0], [1.0], [0.0]])).flatten().tolist() == [1.0, 0.0, 0.0]
 
 
+def test_surface_feature_loss() -> None:
+    """The feature head is read at each ray's known surface point (z-depth x direction norm along the ray),
+    only where that surface lies inside the box."""
+    import torch
+    from nerfstudio.data.scene_box import SceneBox
+
+    from find3d.field.model import FindFieldModelConfig
+
+    torch.set_num_threads(1)
+    box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
+    model = FindFieldModelConfig().setup(scene_box=box, num_train_data=4, metadata={"feature_dim": DIM})
+    # 4 rays from the origin: surfaces at 0.5 along +x and 0.3 along +y, one beyond the box, one unknown
+    directions = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    norm = torch.tensor([[1.25], [1.5], [1.0], [1.0]])
+    z_depth = torch.tensor([[0.4], [0.2], [5.0], [0.0]])
+    outputs = {"origins": torch.zeros(4, 3), "directions": directions, "directions_norm": norm,
+               "fars": torch.full((4, 1), 1.0), "feature": torch.zeros(4, DIM)}
+    with torch.no_grad():
+        at = model.field.features_at(torch.tensor([[0.5, 0, 0], [0, 0.3, 0]]))
+    target = torch.randn(4, DIM)
+    target[0], target[1] = at[0], -at[1]  # cosine 1 at ray 0's surface, -1 at ray 1's
+    loss = model._surface_feature_loss(outputs, z_depth, target).item()
+    assert loss == pytest.approx(model.config.surface_feature_loss_weight * (0.0 + 2.0) / 2, abs=1e-4)
+    none = model._surface_feature_loss(outputs, torch.tensor([[5.0], [0.0], [5.0], [0.0]]), target)
+    assert none.item() == 0.0
+
+
 # ------------------------------------------------------------------------------------ ns-train etc.
 def _scalars(run_dir: Path, tag: str) -> list[float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
