@@ -97,6 +97,26 @@ def test_occluded_points_are_not_visible(tmp_path: Path) -> None:
     assert list(result.indices) == [0, 1] and result.frames[0].score == pytest.approx(0.5, abs=1e-3)
 
 
+def test_localisation_takes_the_middle_of_tied_points(tmp_path: Path) -> None:
+    """LERF localisation: the most relevant visible point; among equal scores (a whole-object answer) the
+    one nearest their centroid, not the first one exported."""
+    from find3d.query.eval_3d import localised
+
+    field = Field.load(make_field(tmp_path / "field")[0])
+    hit = field.frame(0)
+    uv, _ = project_points(field.points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+
+    def mask_at(point: int) -> np.ndarray:
+        mask = np.zeros((hit.height, hit.width), bool)
+        mask[int(uv[point, 1]), int(uv[point, 0])] = True
+        return mask
+
+    tied = np.ones(len(field), np.float32)
+    assert localised(field, tied, 0, mask_at(5)) and not localised(field, tied, 0, mask_at(0))
+    peaked = np.where(np.arange(len(field)) == 2, 1.0, 0.5).astype(np.float32)
+    assert localised(field, peaked, 0, mask_at(2)) and not localised(field, peaked, 0, mask_at(5))
+
+
 def test_mask_ply_round_trip(tmp_path: Path) -> None:
     field = Field.load(make_field(tmp_path / "field")[0])
     result = field.query(basis(0), negatives=basis(1)[None], threshold=0.6)

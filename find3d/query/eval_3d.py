@@ -13,7 +13,8 @@ relevancy >= ``--threshold``); a category's metrics are means over its phrasings
   Floor and wall carry no GT points, so selections there are not counted.
 - Localisation accuracy (LERF) on the held-out views: for each held-out view and each category
   visible in it (>= ``MIN_VISIBLE`` of its pixels in the instance mask), the visible point (z-buffered)
-  with the highest relevancy is projected; correct if it lands on that category's instance mask.
+  with the highest relevancy is projected (among ties, the one nearest their centroid); correct if it
+  lands on that category's instance mask.
 - Frame localisation top-1 / top-5: correct if the category is visible in the frame per the instance
   masks; frames ranked three ways, side by side: ``visibility`` (``Field.rank_frames``: share of the
   3D mask the frame sees), ``retrieval`` (FIND's image-text retrieval: ``Field.localize`` of
@@ -114,14 +115,21 @@ def nearest_match(points: np.ndarray, targets: np.ndarray, distance: float) -> n
 
 
 def localised(field: Any, relevancy: np.ndarray, frame_index: int, mask: np.ndarray) -> bool:
-    """LERF: does the most relevant visible point of the frame land on ``mask``?"""
+    """LERF: does the most relevant visible point of the frame land on ``mask``?
+
+    Among equally relevant points (a whole-object answer scores all of a segment's points alike) the
+    one nearest their centroid stands for them: the middle of what the view sees of the object, not
+    whichever point the export happened to write first, which lay on the table's rim as often as not."""
     from find3d.query.render import project_points
 
     indices, offsets = field.visibility()
     visible = indices[offsets[frame_index]:offsets[frame_index + 1]]
     if len(visible) == 0:
         return False
-    best = visible[np.argmax(relevancy[visible])]
+    scores = relevancy[visible]
+    tied = visible[scores == scores.max()]
+    points = np.asarray(field.points[tied], dtype=np.float64)
+    best = tied[np.argmin(np.linalg.norm(points - points.mean(axis=0), axis=1))]
     hit = field.frame(frame_index)
     uv, _ = project_points(field.points[best:best + 1], hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
     col, row = int(uv[0, 0]), int(uv[0, 1])
