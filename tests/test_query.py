@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from find3d.errors import DataError, InputError
 from find3d.field.export import write_export
 from find3d.query import Field
-from find3d.query.field import read_ply
+from find3d.query.field import QueryResult, read_ply
 from find3d.query.render import project_points, relevancy_image, save_relevancy_images
 
 DIM = 8
@@ -144,8 +145,16 @@ def test_projection_and_relevancy_image(tmp_path: Path) -> None:
     # Selected points x in [-0.5, -0.1] at depth 2 -> columns 32 + 25x: 19.5 ... 29.5
     assert lit_columns.min() >= 19 and lit_columns.max() <= 30
     assert np.flatnonzero(picture.any(axis=(1, 2))).tolist() == [24]
+    wider = field.query(basis(0), negatives=basis(1)[None], threshold=0.6, top_k_frames=3)
+    assert len(save_relevancy_images(field, wider, tmp_path / "png")) == 3
+    # a later answer into the same folder replaces the earlier one's pictures
     paths = save_relevancy_images(field, result, tmp_path / "png")
-    assert len(paths) == 1 and paths[0].is_file()
+    assert len(paths) == 1 and sorted((tmp_path / "png").glob("relevancy_*.png")) == paths
+    # the pictures show the answer's own points (a relation's target), not all the relevancy lights
+    target = QueryResult(np.ones(len(field), np.float32), np.array([0]), np.ones(1, np.float32), 0.5, [frame])
+    [path] = save_relevancy_images(field, target, tmp_path / "target")
+    lit = np.flatnonzero(np.asarray(Image.open(path)).any(axis=(0, 2)))
+    assert lit.min() >= 18 and lit.max() <= 21  # point 0 (x = -0.5) -> column 19.5, radius 1
 
 
 def test_bad_queries_and_files(tmp_path: Path) -> None:

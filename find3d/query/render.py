@@ -27,14 +27,16 @@ def project_points(points: np.ndarray, c2w: np.ndarray, fx: float, fy: float, cx
 
 
 def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, image: np.ndarray | None = None,
-                    threshold: float = 0.5, radius: int = 1, alpha: float = 0.6) -> np.ndarray:
-    """(H, W, 3) uint8: the frame's image with the relevancy of visible points at or above
-    ``threshold`` splatted (nearest point wins, ``radius`` px squares) through the turbo colour map."""
+                    threshold: float = 0.5, radius: int = 1, alpha: float = 0.6,
+                    selected: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: the frame's image with the relevancy of the ``selected`` points (indices; default
+    those at or above ``threshold``) that fall in the frame splatted (nearest point wins, ``radius`` px
+    squares) through the turbo colour map."""
     from matplotlib import colormaps
 
     height, width = frame.height, frame.width
     canvas = np.zeros((height, width, 3), np.float32) if image is None else image[..., :3].astype(np.float32) / 255
-    keep = np.flatnonzero(relevancy >= threshold)
+    keep = np.flatnonzero(relevancy >= threshold) if selected is None else np.asarray(selected, np.int64)
     uv, depth = project_points(points[keep], frame.c2w, frame.fx, frame.fy, frame.cx, frame.cy)
     cols, rows = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
     visible = (depth > 0) & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
@@ -55,18 +57,27 @@ def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, 
 
 
 def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.PathLike) -> list[Path]:
-    """One PNG per frame in ``result.frames`` (``relevancy_<rank>_<frame name>.png``); returns the paths."""
+    """One PNG per frame in ``result.frames`` (``relevancy_<rank>_<frame name>.png``); returns the paths.
+
+    Each shows the answer's own points (``result.indices``: a relation's target, not every point the head
+    entity's relevancy lights; a whole-object answer's best segment even below the threshold) that the
+    frame sees unoccluded (``Field.visibility``). Those of an earlier answer written to ``out_dir`` are
+    removed: the folder shows one answer."""
     from PIL import Image
 
     out_dir = Path(out_dir)
     scene = Path(field.meta.get("scene", ""))
+    seen, offsets = field.visibility()
     paths = []
     for rank, frame in enumerate(result.frames):
         source = scene / frame.file_path
         image = load_image(source) if source.is_file() else None
-        picture = relevancy_image(field.points, result.relevancy, frame, image, threshold=result.threshold)
+        visible = np.intersect1d(result.indices, seen[offsets[frame.index]:offsets[frame.index + 1]])
+        picture = relevancy_image(field.points, result.relevancy, frame, image, selected=visible)
         path = out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png"
         with atomic_open(path) as handle:
             Image.fromarray(picture).save(handle, format="PNG")
         paths.append(path)
+    for stale in set(out_dir.glob("relevancy_*.png")) - set(paths):
+        stale.unlink(missing_ok=True)
     return paths
