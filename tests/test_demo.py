@@ -16,7 +16,9 @@ IOU_FLOOR = 0.5
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
-    result = subprocess.run([FIND3D, "demo", "--out", str(tmp_path), "--images", "16", "--field-iterations", "200"],
+    # the demo's own 300 field iterations: at 200 the interleaved query's head still scores the bunny above
+    # the gray bear next to the tray (measured: target IoU 0.0 at 200, 1.00 at 300)
+    result = subprocess.run([FIND3D, "demo", "--out", str(tmp_path), "--images", "16"],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "find3d demo: done" in result.stdout
@@ -30,15 +32,13 @@ def test_demo_runs_end_to_end(tmp_path):
         assert len(np.load(query / "query.npz")["indices"]) > 0
         assert len(json.loads((query / "frames.json").read_text())["frames"]) == 3
         assert len(list(query.glob("relevancy_*.png"))) == 3
-    # The small object's 3D mask against the scene's ground truth: selecting every point scores under 0.05
-    # on it, selecting none 0; the floor sits well above both and below what the packaged interface gets
-    # (0.99 for "the robot" on seed 0 with the demo's 300 field iterations: whole-object answers). The
-    # interleaved answer is only checked to be a proper subset: its target IoU is 0.0 on seed 0, the head
-    # entity "the teddy bear" finding only the brown bear, not the gray one next to the reference tray
-    # (bench/results/field.md says what limits it).
+    # Both 3D masks against the scene's ground truth: selecting every point scores under 0.05, selecting
+    # none 0, and the interleaved query's other instance (the brown bear, not the gray one next to the
+    # reference tray) 0; the floor sits well above those and below what the packaged interface gets on
+    # seed 0 with the demo's 300 field iterations (0.99 for "the robot", 1.00 for the interleaved target).
     answers = json.loads((tmp_path / "queries.json").read_text())
     assert set(answers) == {"query", "query_interleaved"}
     for name, entry in answers.items():
         assert 0 < entry["points"] < entry["of"], name
-    assert answers["query"]["iou"] >= IOU_FLOOR, answers["query"]
+        assert entry["iou"] >= IOU_FLOOR, (name, entry)
     assert "3D IoU" in result.stdout
