@@ -228,6 +228,7 @@ def test_bad_messages_never_kill_the_node(client, mapped, node) -> None:
     publishers = {name: ros.create_publisher(kind, TOPICS[name], 10) for name, kind in
                   (("image", ImageMsg), ("depth", ImageMsg), ("info", CameraInfo), ("pose", PoseStamped))}
     assert wait_for(ros, lambda: all(p.get_subscription_count() > 0 for p in publishers.values()), 30)
+    time.sleep(1.0)  # as in play(): the node's best-effort readers match our writers a moment later
     seconds = (T0 + 10**12) // 10**9  # far from the scene's stamps
     bad_pose = PoseStamped()
     bad_pose.header.frame_id = "map"
