@@ -54,6 +54,7 @@ import numpy as np
 from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_open, atomic_write_json, read_json
+from find3d.mapping.fusion import cell_centres
 from find3d.query.field import FORMAT, VERSION
 
 GEOMETRIES = ("auto", "depth", "render")
@@ -209,7 +210,7 @@ def _depth_points(pipeline: Any, downscale: int) -> tuple[np.ndarray, np.ndarray
     for index in tqdm(range(len(dataset)), desc="export-field", unit="view", disable=None):
         item = dataset[index]  # depth_image: z-depth in nerfstudio units, at the dataparser cameras' size
         depth = item["depth_image"][..., 0].numpy()
-        rows, cols = (_grid(size, max(size // downscale, 1)) for size in depth.shape)
+        rows, cols = (cell_centres(size, max(size // downscale, 1)) for size in depth.shape)
         # Rays through the sampled pixels' centres, undistorted by nerfstudio as in training.
         coords = np.stack(np.meshgrid(rows + 0.5, cols + 0.5, indexing="ij"), axis=-1)
         bundle = outputs.cameras.generate_rays(camera_indices=index, coords=torch.from_numpy(coords).float())
@@ -217,16 +218,11 @@ def _depth_points(pipeline: Any, downscale: int) -> tuple[np.ndarray, np.ndarray
         distance = depth[np.ix_(rows, cols)] * bundle.metadata["directions_norm"][..., 0].numpy()
         xyz = bundle.origins.numpy() + bundle.directions.numpy() * distance[..., None]
         image = item["image"][..., :3].numpy()
-        rgb = image[np.ix_(_grid(image.shape[0], len(rows)), _grid(image.shape[1], len(cols)))]
+        rgb = image[np.ix_(cell_centres(image.shape[0], len(rows)), cell_centres(image.shape[1], len(cols)))]
         keep = np.isfinite(distance) & (distance > 0) & np.all((xyz >= aabb[0]) & (xyz <= aabb[1]), axis=-1)
         parts.append((xyz[keep], rgb[keep]))
     return (np.concatenate([xyz for xyz, _ in parts]).astype(np.float32),
             np.concatenate([rgb for _, rgb in parts]).astype(np.float32))
-
-
-def _grid(size: int, cells: int) -> np.ndarray:
-    """The pixel nearest each cell's centre when ``size`` pixels are split into ``cells`` (as ``cell_samples``)."""
-    return ((np.arange(cells) + 0.5) * size / cells).astype(int)
 
 
 def _features_at(field: Any, xyz: np.ndarray) -> np.ndarray:

@@ -49,6 +49,11 @@ class Samples:
         return len(self.xyz)
 
 
+def cell_centres(size: int, cells: int) -> np.ndarray:
+    """(cells,) int: the pixel nearest each cell's centre when ``size`` pixels are split into ``cells``."""
+    return ((np.arange(cells) + 0.5) * size / cells).astype(int)
+
+
 def cell_samples(features: np.ndarray, depth_m: np.ndarray, camera: Any, c2w: np.ndarray,
                  rgb: np.ndarray | None = None, max_depth: float = np.inf) -> Samples:
     """Samples of a frame: ``features`` (h, w, D) over an image whose z-depth in metres is ``depth_m``
@@ -62,8 +67,7 @@ def cell_samples(features: np.ndarray, depth_m: np.ndarray, camera: Any, c2w: np
         raise InputError(f"colour image {rgb.shape[:2]} and depth {depth_m.shape} differ in size; align the depth "
                          "to the colour camera.")
     # The pixel nearest each cell's centre stands for the cell (its depth, colour and ray).
-    rows = ((np.arange(features.shape[0]) + 0.5) * depth_m.shape[0] / features.shape[0]).astype(int)
-    cols = ((np.arange(features.shape[1]) + 0.5) * depth_m.shape[1] / features.shape[1]).astype(int)
+    rows, cols = (cell_centres(size, cells) for size, cells in zip(depth_m.shape, features.shape[:2]))
     depth = depth_m[rows][:, cols]
     keep = np.isfinite(depth) & (depth > 0) & (depth <= max_depth)
     cell_row, cell_col = np.nonzero(keep)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from find3d.query.field import Field, QueryResult, encode_negatives
+from find3d.query.field import Field, QueryResult, encode, encode_negatives
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL, Object3D, group_objects
 from find3d.query.relations import pick, split_relation
 
@@ -71,8 +71,8 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
 
     relation = split_relation(query) if isinstance(query, str) else None
     if relation is not None:
-        head, head_relevancy = entity(relation.head, _one_vector(interface, relation.head, base_dir, images, masks))
-        other_vector = _array(_one_vector(interface, relation.other, base_dir, images, masks))
+        head, head_relevancy = entity(relation.head, encode(interface, relation.head, base_dir, images, masks))
+        other_vector = encode(interface, relation.other, base_dir, images, masks)
         other, _ = entity(relation.other, other_vector)
         target = None
         if head.objects and other.objects:
@@ -95,12 +95,6 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
         if len(entity_vectors) > 1:
             entities = [entity(label, vector)[0] for label, vector in entity_vectors]
     return Answer(result, objects_of(result.indices, result.relevancy), entities)
-
-
-def _one_vector(interface: Any, text: str, base_dir: str | os.PathLike, images: Sequence[Any] | None,
-                masks: Sequence[Any | None] | None) -> Any:
-    """One entity's vector: its words and / or references, as ``Interface.encode_query`` mixes them."""
-    return interface.encode_query(text, base_dir=base_dir, images=images, masks=masks)
 
 
 def _array(vector: Any) -> np.ndarray:

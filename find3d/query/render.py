@@ -67,11 +67,11 @@ def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.P
 
     out_dir = Path(out_dir)
     scene = Path(field.meta.get("scene", ""))
-    seen, offsets = field.visibility()
     paths = []
     for rank, frame in enumerate(result.frames):
         source = scene / frame.file_path
         image = load_image(source) if source.is_file() else None
+        seen, offsets = field.visibility()  # cached; built by the frame ranking that chose these frames
         visible = np.intersect1d(result.indices, seen[offsets[frame.index]:offsets[frame.index + 1]])
         picture = relevancy_image(field.points, result.relevancy, frame, image, selected=visible)
         path = out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png"
