@@ -262,7 +262,7 @@ def test_bad_messages_never_kill_the_node(client, mapped, node) -> None:
     # every one of them refused: two poses, the camera info and each image (paired, then undecodable)
     bad = skipped(diagnostics(got["diagnostics"])).get("bad message", 0) + 3 + len(images)
     assert wait_for(ros, lambda: skipped(diagnostics(got["diagnostics"])).get("bad message", 0) == bad, 30), \
-        diagnostics(got["diagnostics"])
+        f"expected {bad} bad messages; counters: {diagnostics(got['diagnostics'])}"  # a string: shown whole
     counters = diagnostics(got["diagnostics"])
     assert int(counters["frames_in"]) == before + len(images) and int(counters["failed"]) == 0
     assert int(counters["keyframes"]) == int(mapped["keyframes"])  # none of them became a keyframe
