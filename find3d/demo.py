@@ -11,9 +11,9 @@ reference being another object cut from a held-out view), and prints, for each, 
 selected and their IoU with the scene's ground truth (``find3d.query.eval_3d``'s protocol).
 
 The packaged interface (``find3d/assets/interface-cpu.pt``) is ``configs/interface/cpu.yaml``
-trained on ``find3d make-data --images 1000 --seed 0`` (see ``find3d/assets/README.md``); the
-few-minute interface of ``configs/interface/demo.yaml`` trained from scratch is one flag away
-(``--train``), but it is too small to find small objects in 3D.
+run for 4000 steps (its own schedule is 2600) on ``find3d make-data --images 1000 --seed 0`` (see
+``find3d/assets/README.md``); the few-minute interface of ``configs/interface/demo.yaml`` trained from
+scratch is one flag away (``--train``), but it is too small to find small objects in 3D.
 """
 
 from __future__ import annotations
