@@ -326,12 +326,17 @@ def _metric_table(runs: list[dict]) -> list[str]:
                 continue
             cells = " | ".join(f"{v:.3f}" for v in values)
             lines.append(f"| {label} | {name} | {cells} | {_mean(values):.3f} |")
-    for method, name in (("field", "find-field"), ("fusion_baseline", "fusion")):
-        values = [r["eval"]["vocabulary"][method]["interleaved"]["target_iou"] for r in runs]
-        counts = [len(r["eval"]["vocabulary"][method]["interleaved"]["queries"]) for r in runs]
-        cells = [f"{v:.3f} ({n})" if v is not None else "- (0)" for v, n in zip(values, counts)]
-        lines.append(f"| interleaved target IoU (queries) | {name} | " + " | ".join(cells)
-                     + f" | {_mean([v for v in values if v is not None]):.3f} |")
+    targets = (("interleaved", "target_iou", "interleaved target IoU (queries)"),
+               ("attributes", "target_iou", "attribute target IoU, 'the red mug' (queries)"),
+               ("attributes", "twin_iou", "the same, categories with another instance (queries)"))
+    for key, stat, label in targets:
+        for method, name in (("field", "find-field"), ("fusion_baseline", "fusion")):
+            reports = [r["eval"]["vocabulary"][method][key] for r in runs]
+            values = [report[stat] for report in reports]
+            counts = [sum(1 for q in report["queries"] if stat == "target_iou" or q["twins"]) for report in reports]
+            cells = [f"{v:.3f} ({n})" if v is not None else "- (0)" for v, n in zip(values, counts)]
+            lines.append(f"| {label} | {name} | " + " | ".join(cells)
+                         + f" | {_mean([v for v in values if v is not None]):.3f} |")
     return [*lines, ""]
 
 

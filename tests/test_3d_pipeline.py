@@ -73,4 +73,7 @@ def test_eval_3d(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
             assert 0.0 <= report[key] <= 1.0
         assert report["frame_top5"] >= report["frame_top1"]
         assert sum(c["localisation"]["views"] for c in report["per_category"].values()) > 0
+        attributes = report["attributes"]["queries"]
+        assert attributes and all(0.0 <= r["iou"] <= 1.0 for r in attributes)
+        assert report["attributes"]["target_iou"] == pytest.approx(np.mean([r["iou"] for r in attributes]))
     assert "| miou |" in printed and (pipeline["field"] / "fusion" / "meta.json").is_file()

@@ -118,6 +118,21 @@ def test_localisation_takes_the_middle_of_tied_points(tmp_path: Path) -> None:
     assert localised(field, peaked, 0, mask_at(2)) and not localised(field, peaked, 0, mask_at(5))
 
 
+def test_attribute_queries_name_one_instance_each(tmp_path: Path) -> None:
+    """eval-3d's "the red mug" queries: one per instance whose colour its category's other instances do not
+    share; a colour two instances share ("the white robot") names none, and objects without GT points or
+    colour (the table, a hidden mug) ask nothing."""
+    from find3d.query.eval_3d import Scene, attribute_queries
+
+    objects = {1: ("mug", "red"), 2: ("mug", "blue"), 3: ("robot", "white"), 4: ("robot", "white"),
+               5: ("duck", "yellow"), 6: ("table", None), 7: ("mug", "green")}
+    table = {i: {"category": c, "colour": colour, "isthing": c != "table"} for i, (c, colour) in objects.items()}
+    ids = np.array([1, 2, 3, 4, 5, 6], np.int32)  # object 7 is never seen: no GT points
+    scene = Scene(tmp_path, {"frames": []}, table, np.zeros((len(ids), 3), np.float32), ids)
+    queries = {q["text"]: q["target"] for q in attribute_queries(scene)}
+    assert queries == {"the red mug": 1, "the blue mug": 2, "the yellow duck": 5}
+
+
 def test_mask_ply_round_trip(tmp_path: Path) -> None:
     field = Field.load(make_field(tmp_path / "field")[0])
     result = field.query(basis(0), negatives=basis(1)[None], threshold=0.6)

@@ -24,6 +24,10 @@ relevancy >= ``--threshold``); a category's metrics are means over its phrasings
   whose nearest other object is nearer to it than to the category's other instances, "the mug next
   to the duck" (text) and "the mug next to <image:0>" (that object's instance mask in the held-out
   view that shows most of it): the IoU on GT points of ``answer()``'s target mask with the instance.
+- Attributes: "the red mug" for every thing instance whose colour no other instance of its category
+  shares (ground_truth/objects.json's colour word); the IoU on GT points of ``answer()``'s mask with
+  that instance. ``twin_iou`` averages the queries whose category has another instance, where only
+  the colour tells them apart.
 
 Fusion baseline (no field): every training frame's stored 2D embeddings are back-projected with the
 frame's ground-truth depth and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
@@ -243,16 +247,34 @@ def interleaved_queries(scene: Scene) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate_interleaved(field: Any, scene: Scene, interface: Any, threshold: float,
-                         match_distance: float, objects: bool = True) -> dict[str, Any]:
-    """IoU of ``answer()``'s target with the intended instance, per query and in the mean."""
+def attribute_queries(scene: Scene) -> list[dict[str, Any]]:
+    """"the red mug" for every thing instance whose colour word no other instance of its category shares
+    (module docstring): its target is that instance."""
+    things = {i: o for i, o in scene.objects.items()
+              if o.get("isthing") and o.get("colour") and np.any(scene.gt_object == i)}
+    out = []
+    for target, entry in things.items():
+        others = [o for i, o in things.items() if i != target and o["category"] == entry["category"]]
+        if any(o["colour"] == entry["colour"] for o in others):
+            continue  # "the white robot" names no single robot
+        text = f"the {entry['colour']} {entry['category']}"
+        out.append({"target": target, "category": entry["category"], "text": text})
+    return out
+
+
+def evaluate_targets(field: Any, scene: Scene, interface: Any, tasks: list[dict[str, Any]], threshold: float,
+                     match_distance: float, objects: bool = True) -> dict[str, Any]:
+    """IoU of ``answer()``'s target with each task's intended instance (``interleaved_queries``,
+    ``attribute_queries``), per query and in the mean; ``twin_iou``: the mean over the queries whose
+    category has another instance in the scene (the ones a category answer cannot get right)."""
     from PIL import Image
 
     from find3d.query.answer import answer
 
     match = nearest_match(field.points, scene.gt_xyz, match_distance)
+    instances = scene.categories()
     rows = []
-    for task in interleaved_queries(scene):
+    for task in tasks:
         images = masks = None
         if "view" in task:
             images = [np.asarray(Image.open(scene.root / task["view"]).convert("RGB"))]
@@ -261,10 +283,13 @@ def evaluate_interleaved(field: Any, scene: Scene, interface: Any, threshold: fl
                         objects=objects)
         chosen = np.zeros(len(field.points), bool)
         chosen[result.result.indices] = True
-        iou = iou_per_category(chosen, scene, [task["target"]], match)
-        rows.append({"query": task["text"], "target": task["target"], "anchor": task["anchor"],
-                     "visual": "view" in task, "iou": iou})
-    return {"queries": rows, "target_iou": float(np.mean([r["iou"] for r in rows])) if rows else None}
+        twins = len(instances[task["category"]]) - 1
+        rows.append({"query": task["text"], "target": task["target"], "anchor": task.get("anchor"),
+                     "visual": "view" in task, "twins": twins,
+                     "iou": iou_per_category(chosen, scene, [task["target"]], match)})
+    hard = [r["iou"] for r in rows if r["twins"]]
+    return {"queries": rows, "target_iou": float(np.mean([r["iou"] for r in rows])) if rows else None,
+            "twin_iou": float(np.mean(hard)) if hard else None}
 
 
 # --------------------------------------------------------------------------------- fusion baseline
@@ -356,8 +381,9 @@ def run(args: argparse.Namespace) -> int:
     for name, method in (("field", field), ("fusion_baseline", baseline)):
         results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval,
                                  objects=not args.points)
-        results[name]["interleaved"] = evaluate_interleaved(method, scene, interface, args.threshold,
-                                                            args.match_distance, objects=not args.points)
+        for key, tasks in (("interleaved", interleaved_queries(scene)), ("attributes", attribute_queries(scene))):
+            results[name][key] = evaluate_targets(method, scene, interface, tasks, args.threshold,
+                                                  args.match_distance, objects=not args.points)
     atomic_write_json(out / "eval_3d.json", results)
     print(format_table(results))
     print(f"-> {out / 'eval_3d.json'}")
@@ -375,8 +401,12 @@ def format_table(results: dict[str, Any]) -> str:
     for key in keys:
         if all(key in results[m] for m in methods):
             lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
-    inter = [results[m].get("interleaved", {}).get("target_iou") for m in methods]
-    if all(v is not None for v in inter):
-        count = len(results["field"]["interleaved"]["queries"])
-        lines.append(f"| interleaved target IoU ({count} queries) | {inter[0]:.3f} | {inter[1]:.3f} |")
+    rows = (("interleaved", "target_iou", "interleaved target IoU"),
+            ("attributes", "target_iou", "attribute ('the red mug') target IoU"),
+            ("attributes", "twin_iou", "attribute target IoU, category with another instance"))
+    for key, stat, label in rows:
+        values = [results[m].get(key, {}).get(stat) for m in methods]
+        if all(v is not None for v in values):
+            count = sum(1 for r in results["field"][key]["queries"] if stat == "target_iou" or r["twins"])
+            lines.append(f"| {label} ({count} queries) | {values[0]:.3f} | {values[1]:.3f} |")
     return "\n".join(lines)
