@@ -312,6 +312,8 @@ def _stage_table(runs: list[dict]) -> list[str]:
 
 
 def _metric_table(runs: list[dict]) -> list[str]:
+    from find3d.query.eval_3d import TARGET_METRICS, target_summaries
+
     keys = [("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
             ("frame_top1", "frame top-1 (visibility)"), ("frame_top5", "frame top-5 (visibility)"),
             ("frame_retrieval_top1", "frame top-1 (retrieval)"), ("frame_retrieval_top5", "frame top-5 (retrieval)"),
@@ -319,24 +321,21 @@ def _metric_table(runs: list[dict]) -> list[str]:
     lines = ["Goals (eval-3d, vocabulary negatives, threshold 0.5; per seed and the mean):", "",
              "| metric | method | " + " | ".join(f"seed {r['seed']}" for r in runs) + " | mean |",
              "|---|---|" + "---:|" * (len(runs) + 1)]
+    methods = (("field", "find-field"), ("fusion_baseline", "fusion"))
     for key, label in keys:
-        for method, name in (("field", "find-field"), ("fusion_baseline", "fusion")):
+        for method, name in methods:
             values = [r["eval"]["vocabulary"][method].get(key) for r in runs]
             if any(v is None for v in values):
                 continue
             cells = " | ".join(f"{v:.3f}" for v in values)
             lines.append(f"| {label} | {name} | {cells} | {_mean(values):.3f} |")
-    targets = (("interleaved", "target_iou", "interleaved target IoU (queries)"),
-               ("attributes", "target_iou", "attribute target IoU, 'the red mug' (queries)"),
-               ("attributes", "twin_iou", "the same, categories with another instance (queries)"))
-    for key, stat, label in targets:
-        for method, name in (("field", "find-field"), ("fusion_baseline", "fusion")):
-            reports = [r["eval"]["vocabulary"][method][key] for r in runs]
-            values = [report[stat] for report in reports]
-            counts = [sum(1 for q in report["queries"] if stat == "target_iou" or q["twins"]) for report in reports]
-            cells = [f"{v:.3f} ({n})" if v is not None else "- (0)" for v, n in zip(values, counts)]
-            lines.append(f"| {label} | {name} | " + " | ".join(cells)
-                         + f" | {_mean([v for v in values if v is not None]):.3f} |")
+    summaries = {m: [target_summaries(r["eval"]["vocabulary"][m]) for r in runs] for m, _ in methods}
+    for metric, (_, _, label) in enumerate(TARGET_METRICS):
+        for method, name in methods:
+            rows = [per_run[metric] for per_run in summaries[method]]
+            cells = [f"{v:.3f} ({n})" if v is not None else "- (0)" for _, v, n in rows]
+            lines.append(f"| {label} (queries) | {name} | " + " | ".join(cells)
+                         + f" | {_mean([v for _, v, _ in rows if v is not None]):.3f} |")
     return [*lines, ""]
 
 

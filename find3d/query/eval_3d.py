@@ -292,6 +292,21 @@ def evaluate_targets(field: Any, scene: Scene, interface: Any, tasks: list[dict[
             "twin_iou": float(np.mean(hard)) if hard else None}
 
 
+TARGET_METRICS = (("interleaved", "target_iou", "interleaved target IoU"),
+                  ("attributes", "target_iou", "attribute ('the red mug') target IoU"),
+                  ("attributes", "twin_iou", "attribute target IoU, category with another instance"))
+
+
+def target_summaries(report: dict[str, Any]) -> list[tuple[str, float | None, int]]:
+    """``(label, mean IoU or None, queries)`` of one method's ``evaluate_targets`` reports (``TARGET_METRICS``)."""
+    out = []
+    for key, stat, label in TARGET_METRICS:
+        queries = report.get(key, {}).get("queries", [])
+        count = sum(1 for q in queries if stat == "target_iou" or q["twins"])
+        out.append((label, report.get(key, {}).get(stat), count))
+    return out
+
+
 # --------------------------------------------------------------------------------- fusion baseline
 def fusion_baseline(scene: Scene, field: Any, out: Path, voxel: float | None = None) -> Any:
     """Fuse the stored 2D embeddings of the training frames with GT depth into a voxel map (module doc)."""
@@ -378,10 +393,12 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
                                "match_distance": args.match_distance,
                                "selection": "points" if args.points else "objects"}
+    # built once for both methods: the interleaved tasks read the held-out views' instance masks
+    targets = {"interleaved": interleaved_queries(scene), "attributes": attribute_queries(scene)}
     for name, method in (("field", field), ("fusion_baseline", baseline)):
         results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval,
                                  objects=not args.points)
-        for key, tasks in (("interleaved", interleaved_queries(scene)), ("attributes", attribute_queries(scene))):
+        for key, tasks in targets.items():
             results[name][key] = evaluate_targets(method, scene, interface, tasks, args.threshold,
                                                   args.match_distance, objects=not args.points)
     atomic_write_json(out / "eval_3d.json", results)
@@ -401,12 +418,8 @@ def format_table(results: dict[str, Any]) -> str:
     for key in keys:
         if all(key in results[m] for m in methods):
             lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
-    rows = (("interleaved", "target_iou", "interleaved target IoU"),
-            ("attributes", "target_iou", "attribute ('the red mug') target IoU"),
-            ("attributes", "twin_iou", "attribute target IoU, category with another instance"))
-    for key, stat, label in rows:
-        values = [results[m].get(key, {}).get(stat) for m in methods]
-        if all(v is not None for v in values):
-            count = sum(1 for r in results["field"][key]["queries"] if stat == "target_iou" or r["twins"])
-            lines.append(f"| {label} ({count} queries) | {values[0]:.3f} | {values[1]:.3f} |")
+    summaries = [target_summaries(results[m]) for m in methods]
+    for (label, field_value, count), (_, fusion_value, _) in zip(*summaries):
+        if field_value is not None and fusion_value is not None:
+            lines.append(f"| {label} ({count} queries) | {field_value:.3f} | {fusion_value:.3f} |")
     return "\n".join(lines)
