@@ -158,3 +158,40 @@ def test_bad_input(tmp_path: Path, scene: Path) -> None:
     with pytest.raises(InputError, match="--overwrite"):
         make_scene(scene)
     assert main(["make-scene", "--out", str(tmp_path / "cli"), "--views", "0"]) == 2
+
+
+def test_clutter_puts_objects_in_contact_with_exact_ground_truth(tmp_path: Path) -> None:
+    """--clutter: most things touch another one (beside / lean / on, as objects.json records): their collision
+    shapes are exactly as far apart as drawn (touching, or overlapping by at most MAX_OVERLAP), what rests
+    "on" a support lies above its bottom, and the ground truth is as exact as ever."""
+    from find3d.data.engine.clutter import MAX_OVERLAP, compose_clutter
+    from find3d.data.engine.scene import SceneBuilder
+
+    scene = tmp_path / "clutter"
+    make_scene(scene, seed=4, views=10, heldout=2, size=SIZE, clutter=True, repeat=True)
+    objects = json.loads((scene / "ground_truth" / "objects.json").read_text())["objects"]
+    contacts = {int(k): o["contact"] for k, o in objects.items() if o.get("contact")}
+    things = [int(k) for k, o in objects.items() if o["isthing"]]
+    assert len(contacts) >= len(things) // 2 and {c["kind"] for c in contacts.values()} <= {"beside", "lean", "on"}
+    spec = compose_clutter(np.random.default_rng([4, 2]), min_objects=5, max_objects=7, repeat=True)  # make_scene's
+    builder = SceneBuilder()
+    try:
+        bodies = {index: body for body, index in builder.build(spec).items() if not isinstance(index, str)}
+        for index, placed in enumerate(spec.objects):
+            contact = placed.contact
+            if contact is None:
+                continue
+            assert contacts[index + 1] == {"kind": contact.kind, "partner": contact.partner + 1}
+            distance = builder._distance(bodies[index], bodies[contact.partner])
+            assert -MAX_OVERLAP - 1e-4 <= distance <= 1e-4 and distance == pytest.approx(contact.gap, abs=1e-4)
+    finally:
+        builder.close()
+    points = np.load(scene / "ground_truth" / "points.npz")
+    xyz, object_id = points["xyz"], points["object_id"]
+    for thing, contact in contacts.items():
+        if contact["kind"] == "on" and (object_id == thing).any():
+            assert np.median(xyz[object_id == thing, 2]) > xyz[object_id == contact["partner"], 2].min()
+    # Deterministic, as the default layout is.
+    make_scene(tmp_path / "again", seed=4, views=10, heldout=2, size=SIZE, clutter=True, repeat=True)
+    assert (scene / "ground_truth" / "points.npz").read_bytes() == \
+        (tmp_path / "again" / "ground_truth" / "points.npz").read_bytes()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 # The engine modules import pybullet only inside the functions that use it.
 from find3d.data.engine.catalog import TABLE_TOP_Z, category_by_name
+from find3d.data.engine.clutter import compose_clutter
 from find3d.data.engine.output import prepare_folder
 from find3d.data.engine.scene import Camera, Rendered, SceneBuilder, SceneSpec, compose_scene, orbit_camera
 from find3d.errors import InputError
@@ -54,28 +55,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", action="store_true",
                         help="put a second instance (another colour) of some categories on the table, so queries "
                              "must tell instances apart ('the mug next to the duck')")
+    parser.add_argument("--clutter", action="store_true",
+                        help="put most objects in contact, as on a real desk: side by side, leaning on each other, "
+                             "small ones resting on a support ('the duck on the block'); ground truth stays exact")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
-                         overwrite=args.overwrite, repeat=args.repeat, close=args.close)
+                         overwrite=args.overwrite, repeat=args.repeat, close=args.close, clutter=args.clutter)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
-               overwrite: bool = False, repeat: bool = False, close: bool = False) -> dict[str, Any]:
+               overwrite: bool = False, repeat: bool = False, close: bool = False, clutter: bool = False
+               ) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
-    ``repeat_categories``; ``close``: see ``_close_views``."""
+    ``repeat_categories``; ``close``: see ``_close_views``; ``clutter``: objects in contact
+    (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time)."""
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
         raise InputError(f"--size {size}: images must be at least 32 px; pass e.g. --size 256.")
     out = Path(out)
     prepare_folder(out, overwrite, OUTPUTS, ("images", "depths", "instances", "ground_truth"))
-    spec = compose_scene(np.random.default_rng([seed, 0]), min_objects=5, max_objects=7)
-    if repeat:
-        spec = repeat_categories(spec, np.random.default_rng([seed, 1]))
+    if clutter:
+        spec = compose_clutter(np.random.default_rng([seed, 2]), min_objects=5, max_objects=7, repeat=repeat)
+    else:
+        spec = compose_scene(np.random.default_rng([seed, 0]), min_objects=5, max_objects=7)
+        if repeat:
+            spec = repeat_categories(spec, np.random.default_rng([seed, 1]))
     cameras, is_heldout = _close_views(spec, views, heldout) if close else _orbit(views, heldout)
     builder = SceneBuilder()
     try:
@@ -157,6 +166,8 @@ def _write_ground_truth(out: Path, seed: int, objects: dict[str, dict], xyz: np.
             "instances": "instances/*.png uint16 object id (keys of objects); 0 = nothing / background",
             "points": f"points.npz xyz float32 world points on things and the table, object_id int32; "
                       f"one point per {VOXEL} m voxel",
+            "contact": "objects[id].contact (--clutter): kind 'beside' / 'lean' / 'on' and the partner object id "
+                       "it touches ('on': rests on the partner)",
         },
         "objects": objects,
     })
@@ -225,6 +236,9 @@ def _object_table(spec: SceneSpec, bodies: dict[int, int | str]) -> tuple[dict[i
             objects[str(object_id)] = {"category": placed.category.name, "category_id": placed.category.id,
                                        "isthing": True, "colour": placed.colour, "body": body,
                                        "asset": placed.category.asset}
+            if placed.contact is not None:  # things are numbered in scene order from 1
+                objects[str(object_id)]["contact"] = {"kind": placed.contact.kind,
+                                                      "partner": placed.contact.partner + 1}
     return object_ids, objects
 
 

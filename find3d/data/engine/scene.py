@@ -9,6 +9,7 @@ same pixels on every machine, with or without a GPU.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,18 @@ TINTS: dict[str, tuple[float, float, float]] = {  # gentle tints so stuff textur
 
 
 @dataclass(frozen=True)
+class Contact:
+    """How a cluttered object touches an earlier one (``find3d.data.engine.clutter``); resolved against
+    the real collision shapes when the scene is built (``SceneBuilder``)."""
+
+    kind: str  # "beside" (pushed against the partner), "lean" (tilted onto it) or "on" (resting on top)
+    partner: int  # index of the earlier object in ``SceneSpec.objects``
+    direction: float  # radians around z: from the partner towards this object ("on": offset of the centre)
+    gap: float = 0.0  # metres between the two shapes; negative: they overlap that much
+    tilt: float = 0.0  # radians, "lean" only: how far the top leans towards the partner
+
+
+@dataclass(frozen=True)
 class PlacedObject:
     """One thing on the table."""
 
@@ -43,6 +56,7 @@ class PlacedObject:
     colour: str  # colour word used in captions and referring expressions
     xy: tuple[float, float]
     yaw: float
+    contact: Contact | None = None  # set by ``compose_clutter``: xy is then only a starting guess
 
 
 @dataclass(frozen=True)
@@ -145,9 +159,11 @@ def _surface(rng: np.random.Generator, kind: str) -> Surface:
     return Surface(options[int(rng.integers(len(options)))], str(rng.choice(list(TINTS))))
 
 
-def _free_spot(rng: np.random.Generator, radius: float, placed: list[PlacedObject]) -> tuple[float, float] | None:
-    """Rejection-sample a table position at least the sum of footprint radii away from every placed object."""
-    half_x, half_y = TABLE_HALF_EXTENT
+def _free_spot(rng: np.random.Generator, radius: float, placed: list[PlacedObject],
+               within: tuple[float, float] = TABLE_HALF_EXTENT) -> tuple[float, float] | None:
+    """Rejection-sample a position in the ``within`` half-extents of the table centre, at least the sum of
+    footprint radii away from every placed object."""
+    half_x, half_y = within
     for _ in range(50):
         xy = (float(rng.uniform(-half_x + radius, half_x - radius)),
               float(rng.uniform(-half_y + radius, half_y - radius)))
@@ -210,9 +226,79 @@ class SceneBuilder:
         for body, name, surface in stuff:
             self._dress(body, surface)
             bodies[body] = name
+        placed: list[int] = []
         for index, obj in enumerate(spec.objects):
-            bodies[self._place(obj)] = index
+            body = self._place(obj)
+            if obj.contact is not None:
+                self._settle(body, obj.contact, placed[obj.contact.partner])
+            placed.append(body)
+            bodies[body] = index
         return bodies
+
+    # ------------------------------------------------------------------------------------ contact
+    def _distance(self, body: int, other: int, reach: float = 1.0) -> float:
+        """Signed distance between two bodies' collision shapes (all links): negative where they overlap."""
+        found = self._p.getClosestPoints(body, other, reach, physicsClientId=self.client)
+        return min((point[8] for point in found), default=reach)
+
+    def _bounds(self, body: int) -> tuple[np.ndarray, np.ndarray]:
+        p, cid = self._p, self.client
+        boxes = [p.getAABB(body, link, physicsClientId=cid) for link in range(-1, p.getNumJoints(body,
+                                                                                                  physicsClientId=cid))]
+        return np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
+
+    def _move(self, body: int, position: np.ndarray, orientation: tuple[float, ...]) -> None:
+        self._p.resetBasePositionAndOrientation(body, tuple(float(v) for v in position), orientation,
+                                                physicsClientId=self.client)
+
+    def _settle(self, body: int, contact: Contact, partner: int) -> None:
+        """Put ``body`` in ``contact`` with ``partner``: bisection on the signed distance between their
+        collision shapes, so objects touch (or overlap by ``-gap``) whatever their shapes."""
+        p, cid = self._p, self.client
+        position, orientation = (np.asarray(v, dtype=np.float64) for v in
+                                 p.getBasePositionAndOrientation(body, physicsClientId=cid))
+        orientation = tuple(orientation)
+        toward = np.array([math.cos(contact.direction), math.sin(contact.direction), 0.0])
+        low, high = self._bounds(partner)
+        anchor = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, 0.0])
+        if contact.kind == "lean":
+            # about the horizontal axis z x toward; a negative angle tips the top towards the partner
+            axis = (-toward[1], toward[0], 0.0)
+            tilt = p.getQuaternionFromAxisAngle(axis, -contact.tilt)
+            orientation = tuple(p.multiplyTransforms((0, 0, 0), tilt, (0, 0, 0), orientation)[1])
+            self._move(body, position, orientation)
+        box_low, box_high = self._bounds(body)
+        offset = (position - (box_low + box_high) / 2) * [1, 1, 0]  # base relative to the box centre, in xy
+        if contact.kind == "on":
+            # off the partner's centre by up to a quarter of its narrower half-size, so stacks look placed
+            xy = anchor + toward * 0.25 * float(np.min(high[:2] - low[:2])) / 2 + offset
+
+            def at(height: float) -> float:
+                self._move(body, xy + np.array([0.0, 0.0, height]), orientation)
+                return self._distance(body, partner) - contact.gap
+
+            self._bisect(at, TABLE_TOP_Z, high[2] + (box_high[2] - box_low[2]) + 0.01)
+            return
+
+        def along(reach: float) -> float:
+            self._move(body, anchor + toward * reach + offset, orientation)
+            seat = TABLE_TOP_Z - self._bounds(body)[0][2]  # then lowered (or raised) onto the table top
+            self._move(body, anchor + toward * reach + offset + [0, 0, seat], orientation)
+            return self._distance(body, partner) - contact.gap
+
+        self._bisect(along, 0.0, 1.0)
+
+    @staticmethod
+    def _bisect(signed: Callable[[float], float], inside: float, outside: float, steps: int = 24) -> None:
+        """Bisect for where ``signed`` (negative at ``inside``, positive at ``outside``) crosses zero; each
+        call of ``signed`` moves the body, which is left at the crossing."""
+        for _ in range(steps):
+            middle = (inside + outside) / 2
+            if signed(middle) < 0:
+                inside = middle
+            else:
+                outside = middle
+        signed(outside)  # end on the side that does not overlap more than asked
 
     def _wall(self, angle: float) -> int:
         p, cid = self._p, self.client
@@ -263,13 +349,20 @@ class SceneBuilder:
         rotated = corners * category.scale @ upright.T
         r_low, r_high = rotated.min(axis=0), rotated.max(axis=0)
         offset = (-(r_low[0] + r_high[0]) / 2, -(r_low[1] + r_high[1]) / 2, -r_low[2])
+        frame = {"fileName": path, "meshScale": [category.scale] * 3,
+                 "orientation": p.getQuaternionFromEuler(category.upright)}
         shape = p.createVisualShape(
-            p.GEOM_MESH, fileName=path, meshScale=[category.scale] * 3, rgbaColor=rgba,
-            visualFramePosition=offset, visualFrameOrientation=p.getQuaternionFromEuler(category.upright),
-            physicsClientId=cid,
+            p.GEOM_MESH, fileName=frame["fileName"], meshScale=frame["meshScale"], rgbaColor=rgba,
+            visualFramePosition=offset, visualFrameOrientation=frame["orientation"], physicsClientId=cid,
+        )
+        # A convex-hull collision shape in the same frame: cluttered objects are set in contact with it.
+        collision = p.createCollisionShape(
+            p.GEOM_MESH, fileName=frame["fileName"], meshScale=frame["meshScale"], collisionFramePosition=offset,
+            collisionFrameOrientation=frame["orientation"], physicsClientId=cid,
         )
         return p.createMultiBody(
-            baseVisualShapeIndex=shape, basePosition=(obj.xy[0], obj.xy[1], TABLE_TOP_Z),
+            baseCollisionShapeIndex=collision, baseVisualShapeIndex=shape,
+            basePosition=(obj.xy[0], obj.xy[1], TABLE_TOP_Z),
             baseOrientation=p.getQuaternionFromEuler((0.0, 0.0, obj.yaw)), physicsClientId=cid,
         )
 
