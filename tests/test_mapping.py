@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.tabletop import observations, two_touching_balls
 from PIL import Image
 
 from find3d.errors import DataError, InputError
@@ -76,6 +77,28 @@ def test_memory_is_bounded_and_the_longest_unseen_voxels_go() -> None:
     small = VoxelMap(dim, voxel=0.001, max_voxels=50)
     small.integrate(_samples(rng, 400, dim))
     assert len(small) == 50
+
+
+def test_the_map_cuts_touching_objects_apart_by_the_masks_that_saw_them() -> None:
+    """The live map keeps the view-consensus evidence frame by frame: two touching balls, merged into one 2D
+    mask by 3 of 10 frames, are two instances of the map; without masks, one (as geometry alone has it)."""
+    rng = np.random.default_rng(6)
+    points, part = two_touching_balls(rng)
+    unit = np.zeros((len(points), 4), np.float32)
+    unit[:, 0] = 1.0
+    grey = np.full((len(points), 3), 0.5, np.float32)
+    with_masks, without = VoxelMap(4), VoxelMap(4)
+    for seen, masks in observations(part, 10, 3, rng):
+        with_masks.integrate(Samples(points[seen].astype(np.float64), unit[seen], grey[seen], masks))
+        without.integrate(Samples(points[seen].astype(np.float64), unit[seen], grey[seen]))
+    for fused, instances in ((with_masks, 2), (without, 1)):
+        labels = fused.segments()
+        # each voxel belongs to the part most of its points come from
+        voxel = np.searchsorted(fused.keys, fused.voxel_keys(points)[0])
+        rows = fused.slots[voxel]
+        balls = {int(np.bincount(labels[rows[part == ball]] + 1).argmax()) - 1 for ball in (1, 2)}
+        assert len(balls) == instances and -1 not in balls
+        assert labels.shape == (len(fused),) and labels.dtype == np.int32
 
 
 def test_bad_samples_are_refused_or_skipped() -> None:
@@ -230,7 +253,7 @@ def test_the_mapper_fuses_exactly_what_the_fusion_baseline_does(tiny_checkpoint:
     np.testing.assert_allclose(live.features[order_live], baseline.features[order_base].astype(np.float32),
                                atol=2e-3)  # the export stores float16
     # The live map answers through answer(), its frames being the keyframes, recorded as a scene.
-    result = answer(live, interface, "mug", threshold=0.0, top_k=2)
+    result = answer(live, interface, "mug", threshold=0.0, top_k=2, acceptance=0.0)  # all of it: every voxel
     assert len(result.result.indices) == len(live) and len(result.result.frames) == 2
     recorded = json.loads((tmp_path / "recorded" / "transforms.json").read_text())
     paths = {f["file_path"] for f in recorded["frames"]}

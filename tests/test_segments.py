@@ -1,4 +1,4 @@
-"""Class-agnostic 3D segments and whole-object 3D answers on a hand-made tabletop."""
+"""3D instances (view consensus of 2D masks, planes, colour) and whole-object 3D answers on a hand-made tabletop."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.tabletop import STEP, grid, observations, sphere, two_touching_balls
 
 from find3d.errors import InputError
 from find3d.field.export import write_export
@@ -13,17 +14,6 @@ from find3d.query import Field
 from find3d.query.segments import SegmentParameters, segment_points
 
 DIM = 8
-STEP = 0.005  # m between surface samples, about a 200k-point export of a tabletop
-
-
-def grid(x: tuple[float, float], y: tuple[float, float], z: float) -> np.ndarray:
-    xs, ys = np.meshgrid(np.arange(*x, STEP), np.arange(*y, STEP))
-    return np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, z)], axis=1)
-
-
-def sphere(centre: tuple[float, float, float], radius: float, rng: np.random.Generator) -> np.ndarray:
-    directions = rng.normal(size=(int(4 * np.pi * radius**2 / STEP**2), 3))
-    return np.asarray(centre) + radius * directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
 
 def box(lower: tuple[float, float, float], size: float) -> np.ndarray:
@@ -65,8 +55,8 @@ def test_segments_are_the_planes_and_the_objects_on_them() -> None:
 
 
 def test_segment_parameters_are_checked() -> None:
-    for bad in ({"voxel": 0.0}, {"plane_distance": -1.0}, {"min_plane_share": 0.0}, {"min_points": 0},
-                {"voxel": float("nan")}):
+    for bad in ({"voxel": 0.0}, {"plane_distance": -1.0}, {"min_plane_share": 0.0}, {"min_area": -1.0},
+                {"voxel": float("nan")}, {"agreement": 1.5}, {"min_views": 0}):
         with pytest.raises(InputError):
             SegmentParameters(**bad)
 
@@ -113,10 +103,18 @@ def test_object_answers_take_whole_segments(tmp_path: Path, code_dim: int) -> No
     assert iou > 0.85  # the whole ball but the cap the table plane takes, nothing else
     assert np.allclose(objects.relevancy[objects.indices], objects.relevancy[objects.indices][0])
 
-    # No segment beats its negatives: the single most relevant one answers, with its low score.
-    weak = field.query(basis(2), np.stack([basis(2) * 0.9 + basis(3) * 0.1, basis(0)]), top_k_frames=0)
+    # No instance beats its negatives: the best one answers if it reaches the acceptance, else nothing does
+    # and the answer names it.
+    hard = np.stack([basis(2) * 0.9 + basis(3) * 0.1, basis(0)])
+    weak = field.query(basis(2), hard, top_k_frames=0, acceptance=0.01)
     labels = field.segments[weak.indices]
-    assert len(weak.indices) and len(np.unique(labels)) == 1 and weak.scores.max() < 0.5
+    assert weak.found and len(np.unique(labels)) == 1 and weak.scores.max() < 0.5
+    absent = field.query(basis(2), hard, top_k_frames=3, acceptance=0.99)
+    assert not absent.found and len(absent.indices) == 0 and absent.frames == []
+    assert absent.closest is not None and absent.closest.segment == labels[0]
+    assert absent.closest.score == pytest.approx(weak.scores.max())
+    assert absent.describe("the ball") == f"no 'the ball' in this scene (closest: instance {labels[0]}, " \
+        f"{absent.closest.score:.2f})"
 
 
 def test_sparse_fields_are_answered_point_by_point(tmp_path: Path) -> None:
@@ -162,3 +160,36 @@ def test_a_relation_anchor_is_the_segment_nearest_the_reference(tmp_path: Path) 
     chosen = _anchor(field, candidates, reference)
     assert candidates[0] is not chosen  # the floor, first by size
     assert np.mean(part[chosen.indices] == 4) > 0.95
+
+
+def best_iou(labels: np.ndarray, truth: np.ndarray) -> float:
+    found, counts = np.unique(labels[truth], return_counts=True)
+    best = found[np.argmax(counts)]
+    return float(np.logical_and(labels == best, truth).sum() / np.logical_or(labels == best, truth).sum())
+
+
+def test_touching_objects_are_told_apart_by_the_views_that_see_the_boundary() -> None:
+    rng = np.random.default_rng(4)
+    points, part = two_touching_balls(rng)
+    assert best_iou(segment_points(points), part == 1) < 0.6  # geometry alone: the two balls are one piece
+    # 3 of 10 views merge the balls in 2D; the other 7 outvote them on the shared border
+    split = segment_points(points, observations=observations(part, 10, 3, rng))
+    assert min(best_iou(split, part == 1), best_iou(split, part == 2)) > 0.85
+    assert best_iou(split, part == 0) > 0.95
+    # masks are the evidence: when every view merges them, so does the instance
+    merged = segment_points(points, observations=observations(part, 10, 10, rng))
+    assert best_iou(merged, part == 1) < 0.6
+
+
+def test_a_colour_border_needs_the_masks_clear_word_to_be_crossed() -> None:
+    """Twins (one 2D mask in 8 of 10 views) of different colours stay apart; one ball in two colours (one
+    mask in every view) stays whole."""
+    rng = np.random.default_rng(5)
+    points, part = two_touching_balls(rng)
+    red, blue = np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.2, 0.8])
+    colours = np.where((part == 2)[:, None], blue, red).astype(np.float32)
+    twins = segment_points(points, observations=observations(part, 10, 8, rng), colors=colours)
+    assert min(best_iou(twins, part == 1), best_iou(twins, part == 2)) > 0.85
+    painted = np.where((points[:, 2] > 0.041)[:, None], blue, red).astype(np.float32)  # one ball, two colours
+    whole = segment_points(points, observations=observations(part, 10, 10, rng), colors=painted)
+    assert best_iou(whole, part >= 1) > 0.85

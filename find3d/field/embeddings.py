@@ -10,9 +10,12 @@ Layout of ``SCENE/find_embeddings/`` (every file sits next to ``meta.json``)::
                         "code": null | {"dim": d, "decoder": "decoder.npz", "explained_variance": r},
                         "frames": [file_path, ...],   # the transforms.json file_path of every frame, in order
                         "checkpoint": "path or null",  # the interface checkpoint that produced the store
-                        "model": "hex or null"}  # content hash of that model (Interface.fingerprint)
+                        "model": "hex or null",  # content hash of that model (Interface.fingerprint)
+                        "segments": null | {"height": H, "width": W}}  # the frames' panoptic ids, if any
     features.f16       np.memmap float16 (N, h, w, C): per-pixel embeddings (or their PCA codes)
     image_vectors.f16  np.memmap float16 (N, D): one image-level vector per frame (frame localisation)
+    segments.u16       np.memmap uint16 (N, H, W): FIND's panoptic segment id of every pixel (0 = void), at
+                       the frame's own size; what export-field lifts into 3D instances (find3d.query.segments)
     done.npy           bool (N,): frames whose rows are complete; resuming skips them
     decoder.npz        only with a code: mean (D,), components (d, D); E(x) ≈ mean + code(x) @ components
 
@@ -37,7 +40,7 @@ from find3d.fileio import atomic_open, atomic_write_json, load_image, read_json,
 
 STORE_DIRNAME = "find_embeddings"
 FORMAT = "find3d-embeddings"
-VERSION = 1
+VERSION = 2  # 2: the frames' panoptic segments
 _FIX = "run `find3d embed-frames --data SCENE` (it resumes where it stopped)"
 
 
@@ -54,6 +57,7 @@ class StoreMeta:
     code_dim: int | None = None
     explained_variance: float | None = None
     model: str | None = None  # content hash of the embedding model: a resumed run must use the same one
+    segments: tuple[int, int] | None = None  # (H, W) of the stored panoptic segment maps; None: none stored
 
     def to_json(self) -> dict[str, Any]:
         code = None
@@ -63,6 +67,7 @@ class StoreMeta:
             "format": FORMAT, "version": VERSION, "dim": self.dim, "height": self.height, "width": self.width,
             "dtype": "float16", "channels": self.channels, "code": code, "frames": list(self.frames),
             "checkpoint": self.checkpoint, "model": self.model,
+            "segments": None if self.segments is None else {"height": self.segments[0], "width": self.segments[1]},
         }
 
     @classmethod
@@ -78,6 +83,8 @@ class StoreMeta:
                 code_dim=None if code is None else int(code["dim"]),
                 explained_variance=None if code is None else code.get("explained_variance"),
                 model=None if data.get("model") is None else str(data["model"]),
+                segments=None if not data.get("segments") else (int(data["segments"]["height"]),
+                                                                 int(data["segments"]["width"])),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{where}: missing or malformed entry {err}; delete {where.parent} and {_FIX}.") from err
@@ -97,6 +104,8 @@ class EmbeddingStore:
         n = len(meta.frames)
         self.features = self._map("features.f16", (n, meta.height, meta.width, meta.channels), mode)
         self.image_vectors = self._map("image_vectors.f16", (n, meta.dim), mode)
+        self.segments = None if meta.segments is None else self._map("segments.u16", (n, *meta.segments), mode,
+                                                                      np.uint16)
         self.done = np.load(root / "done.npy") if (root / "done.npy").is_file() else np.zeros(n, bool)
         if self.done.shape != (n,):
             raise DataError(f"{root / 'done.npy'}: {self.done.shape} does not match {n} frames; {_FIX}.")
@@ -116,14 +125,16 @@ class EmbeddingStore:
         """Start an empty store (files are sparse until written); ``decoder`` = (mean, components) for a code."""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        for name in ("done.npy", "features.f16", "image_vectors.f16", "decoder.npz"):
+        for name in ("done.npy", "features.f16", "image_vectors.f16", "segments.u16", "decoder.npz"):
             (root / name).unlink(missing_ok=True)
         n = len(meta.frames)
         # The files are sized before meta.json exists, so a reader never sees meta without the arrays.
-        for name, shape in (("features.f16", (n, meta.height, meta.width, meta.channels)),
-                            ("image_vectors.f16", (n, meta.dim))):
+        arrays = [("features.f16", (n, meta.height, meta.width, meta.channels)), ("image_vectors.f16", (n, meta.dim))]
+        if meta.segments is not None:
+            arrays.append(("segments.u16", (n, *meta.segments)))
+        for name, shape in arrays:
             with open(root / name, "wb") as handle:
-                handle.truncate(int(np.prod(shape)) * 2)
+                handle.truncate(int(np.prod(shape)) * 2)  # both dtypes take 2 bytes
         if decoder is not None:
             with atomic_open(root / "decoder.npz") as handle:
                 np.savez(handle, mean=decoder[0].astype(np.float32), components=decoder[1].astype(np.float32))
@@ -143,13 +154,13 @@ class EmbeddingStore:
             raise DataError(f"{root}: {missing} of {len(meta.frames)} frames have no embeddings yet; {_FIX}.")
         return store
 
-    def _map(self, name: str, shape: tuple[int, ...], mode: str) -> np.memmap:
+    def _map(self, name: str, shape: tuple[int, ...], mode: str, dtype: Any = np.float16) -> np.memmap:
         path = self.root / name
-        expected = int(np.prod(shape)) * 2
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
         if not path.is_file() or path.stat().st_size != expected:
             size = path.stat().st_size if path.is_file() else "missing"
             raise DataError(f"{path}: {size} bytes, expected {expected} for shape {shape}; delete the store, {_FIX}.")
-        return np.memmap(path, dtype=np.float16, mode=mode, shape=shape)
+        return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
 
     def _load_decoder(self) -> None:
         path = self.root / "decoder.npz"
@@ -179,6 +190,10 @@ class EmbeddingStore:
             return rows
         return rows @ self.components + self.mean
 
+    def frame_segments(self, index: int) -> np.ndarray | None:
+        """(H, W) int32 panoptic segment ids of one frame (0 = void), or None if the store holds none."""
+        return None if self.segments is None else np.asarray(self.segments[index], dtype=np.int32)
+
     # ---------------------------------------------------------------------------------------- write
     def encode(self, features: np.ndarray) -> np.ndarray:
         """Map (..., D) embeddings to the stored channels (identity, or the PCA code)."""
@@ -186,14 +201,22 @@ class EmbeddingStore:
             return features
         return (features - self.mean) @ self.components.T
 
-    def write_frame(self, index: int, features: np.ndarray, image_vector: np.ndarray) -> None:
-        """Store one frame; it counts as done only after the next ``commit``."""
+    def write_frame(self, index: int, features: np.ndarray, image_vector: np.ndarray,
+                    segments: np.ndarray | None = None) -> None:
+        """Store one frame (``segments``: its panoptic ids, when the store keeps them); it counts as done
+        only after the next ``commit``."""
         meta = self.meta
         if features.shape != (meta.height, meta.width, meta.dim):
             raise InputError(f"frame {index}: embeddings of shape {features.shape}, the store holds "
                              f"{(meta.height, meta.width, meta.dim)}; use one embedder for a whole scene.")
         if image_vector.shape != (meta.dim,):
             raise InputError(f"frame {index}: image vector of shape {image_vector.shape}, expected ({meta.dim},).")
+        if self.segments is not None:
+            if segments is None or segments.shape != meta.segments:
+                got = None if segments is None else segments.shape
+                raise InputError(f"frame {index}: panoptic segments of shape {got}, the store holds {meta.segments}; "
+                                 "every frame of a scene must have the same size.")
+            self.segments[index] = np.clip(segments, 0, np.iinfo(np.uint16).max).astype(np.uint16)
         self.features[index] = self.encode(features).astype(np.float16)
         self.image_vectors[index] = image_vector.astype(np.float16)
         self._pending.append(index)
@@ -203,8 +226,9 @@ class EmbeddingStore:
         """Flush the memmaps, then mark the written frames done (atomically)."""
         if not self._pending:
             return
-        self.features.flush()
-        self.image_vectors.flush()
+        for array in (self.features, self.image_vectors, self.segments):
+            if array is not None:
+                array.flush()
         self.done[self._pending] = True
         with atomic_open(self.root / "done.npy") as handle:
             np.save(handle, self.done)
@@ -243,6 +267,7 @@ class PixelEmbedding(Protocol):
 
     features: Any  # (h, w, D) per-pixel embeddings
     image_vector: Any  # (D,) image-level vector of the same forward pass
+    # optional ``segments`` (H, W): panoptic segment ids (0 = void), stored for 3D instances when present
 
 
 class PixelEmbedder(Protocol):
@@ -286,17 +311,18 @@ def embed_frames(
     root = scene_dir / STORE_DIRNAME
     store, replaced = _resumable(root, paths, checkpoint, code_dim, model)
     todo = [i for i in range(len(paths)) if store is None or not store.done[i]]
-    buffered: list[tuple[int, np.ndarray, np.ndarray]] = []
+    buffered: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
     for count, index in enumerate(tqdm(todo, desc="embed-frames", unit="frame", disable=None), start=1):
         image = load_image(scene_dir / paths[index])
         # One forward pass gives both: the interface computes the image vector alongside the pixel maps.
         embedding = embedder.embed_pixels(image)
         pixels, vector = _as_numpy(embedding.features), _as_numpy(embedding.image_vector)
+        segments = getattr(embedding, "segments", None)
         if pixels.ndim != 3 or vector.shape != (pixels.shape[-1],):
             raise InputError(f"{paths[index]}: embedder returned pixels {pixels.shape} and image vector "
                              f"{vector.shape}; expected (h, w, D) and (D,).")
         if store is None:
-            buffered.append((index, pixels, vector))
+            buffered.append((index, pixels, vector, None if segments is None else np.asarray(segments)))
             if len(buffered) < min(fit_frames if code_dim else 1, len(todo)):
                 continue
             store = _create(root, paths, checkpoint, code_dim, model, buffered)
@@ -304,7 +330,7 @@ def embed_frames(
                 store.write_frame(*item)
             buffered = []
         else:
-            store.write_frame(index, pixels, vector)
+            store.write_frame(index, pixels, vector, None if segments is None else np.asarray(segments))
         if count % commit_every == 0:
             store.commit()
     assert store is not None  # without a resumable store every frame was to do, and the loop created one
@@ -338,15 +364,17 @@ def _resumable(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_
 
 
 def _create(root: Path, paths: tuple[str, ...], checkpoint: str | None, code_dim: int | None, model: str | None,
-            first: list[tuple[int, np.ndarray, np.ndarray]]) -> EmbeddingStore:
+            first: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]) -> EmbeddingStore:
     height, width, dim = first[0][1].shape
+    segments = first[0][3]
     decoder, ratio = None, None
     if code_dim:
-        samples = np.concatenate([pixels.reshape(-1, dim) for _, pixels, _ in first])
+        samples = np.concatenate([pixels.reshape(-1, dim) for _, pixels, _, _ in first])
         rng = np.random.default_rng(0)
         samples = samples[rng.permutation(len(samples))[:50_000]]  # bounded SVD cost
         mean, components, ratio = fit_pca(samples, code_dim)
         decoder, code_dim = (mean, components), len(components)
     meta = StoreMeta(dim=dim, height=height, width=width, channels=code_dim or dim, frames=paths,
-                     checkpoint=checkpoint, code_dim=code_dim or None, explained_variance=ratio, model=model)
+                     checkpoint=checkpoint, code_dim=code_dim or None, explained_variance=ratio, model=model,
+                     segments=None if segments is None else (int(segments.shape[0]), int(segments.shape[1])))
     return EmbeddingStore.create(root, meta, decoder)

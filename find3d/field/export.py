@@ -9,6 +9,7 @@ Output folder (read by ``find3d.query.Field.load``)::
                         "scene": scene folder, "config": config.yml,
                         "checkpoint": the interface checkpoint embed-frames used (query encoding) | null,
                         "model": its content hash (Interface.fingerprint) | null,
+                        "segments": {"file": "segments.i32", "count": S} | null,
                         "frames": [{file_path, c2w (4x4, OpenGL, original world), fl_x, fl_y, cx, cy, w, h}]}
     points.ply         xyz (original world frame of transforms.json) + RGB, written by open3d
     features.f16       np.memmap float16 (N, D): unit-length embedding of the field per point
@@ -19,6 +20,9 @@ Output folder (read by ``find3d.query.Field.load``)::
                        on CPU than the skinny (N, d+1) x (d+1, K) one)
     decoder.npz        mean (D,), components (d, D) of that code
     image_vectors.f16  np.memmap float16 (F, D): image-level vector of every frame (frame localisation)
+    segments.i32       np.memmap int32 (N,): each point's 3D instance, -1 for none (meta.json "segments":
+                       {"file", "count"}); cut from the training frames' panoptic masks
+                       (``find3d.query.segments``) when the embeddings store holds them
 
 Geometry (``geometry``; ``auto``, the default, is ``depth`` when the training frames have depth maps,
 else ``render``):
@@ -121,17 +125,36 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
             xyz, rgb, feature = voxel_downsample(to_original_world(rendered.xyz, transform, scale), num_points,
                                                  rendered.rgb, rendered.feature)
     store = datamanager.train_dataset.store
+    cameras = scene_cameras(scene_dir, store.meta.frames)
+    segments = export_segments(xyz, rgb, feature, cameras, store, training_frames(outputs, scene_dir))
     world = {
         "frame": "original transforms.json world (points, frame poses)",
         "dataparser_transform": transform.tolist(), "dataparser_scale": scale,
         "to_nerfstudio": "p_ns = dataparser_scale * (T[:, :3] @ p + T[:, 3])",
     }
-    write_export(out_dir, xyz, rgb, feature, np.asarray(store.image_vectors),
-                 scene_cameras(scene_dir, store.meta.frames), code_dim=code_dim,
-                 extra={"geometry": geometry, "world": world, "scene": str(scene_dir.resolve()),
+    write_export(out_dir, xyz, rgb, feature, np.asarray(store.image_vectors), cameras, code_dim=code_dim,
+                 segments=segments, extra={"geometry": geometry, "world": world, "scene": str(scene_dir.resolve()),
                         "config": str(config_yml.resolve()), "checkpoint": store.meta.checkpoint,
                         "model": store.meta.model})
     return {"points": len(xyz), "dim": int(feature.shape[1]), "geometry": geometry, "out": str(out_dir)}
+
+
+def training_frames(outputs: Any, scene_dir: Path) -> set[str]:
+    """The transforms.json ``file_path`` of every training frame of a dataparser's outputs."""
+    return {Path(name).resolve().relative_to(scene_dir.resolve()).as_posix() for name in outputs.image_filenames}
+
+
+def export_segments(xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray, cameras: list[dict[str, Any]],
+                    store: Any, train: set[str]) -> np.ndarray | None:
+    """The points' 3D instances (``find3d.query.segments``) from the training frames' panoptic masks in the
+    embeddings store; None for a store without masks (the field then cuts by geometry on first use)."""
+    from find3d.query.segments import mask_observations, segment_points
+
+    if store.segments is None:
+        return None
+    maps = [store.frame_segments(i) if camera["file_path"] in train else None for i, camera in enumerate(cameras)]
+    observations = mask_observations(xyz, cameras, maps.__getitem__)
+    return segment_points(xyz, features=feature, observations=observations, colors=rgb)
 
 
 def check_run_config(config_yml: Path) -> None:
@@ -159,8 +182,9 @@ def check_run_config(config_yml: Path) -> None:
 
 def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
                  image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
-                 extra: dict[str, Any] | None = None) -> None:
-    """Write an export folder (format in the module docstring) from arrays; meta.json goes last."""
+                 extra: dict[str, Any] | None = None, segments: np.ndarray | None = None) -> None:
+    """Write an export folder (format in the module docstring) from arrays; meta.json goes last.
+    ``segments``: the points' 3D instances (N,) int32, if cut already."""
     if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
         raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
                          f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
@@ -169,8 +193,14 @@ def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, f
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     code_meta = _write_arrays(out_dir, xyz, rgb, feature, image_vectors, code_dim)
+    segment_meta = None
+    if segments is not None:
+        if np.shape(segments) != (len(xyz),):
+            raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
+        _atomic_array(out_dir / "segments.i32", np.asarray(segments, np.int32))
+        segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
     meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
-            "code": code_meta, **(extra or {}), "frames": frames}
+            "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
     atomic_write_json(out_dir / "meta.json", meta)
 
 

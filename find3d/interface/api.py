@@ -82,7 +82,7 @@ class PanopticResult:
     """Panoptic segmentation at the original resolution."""
 
     segment_ids: np.ndarray  # (H, W) int32, 0 = void, else the ``id`` of a segment
-    segments: list[dict[str, Any]]  # {id, category, class_name, isthing, score}
+    segments: list[dict[str, Any]]  # {id, category, class_name, isthing, score, query (the object query's index)}
     class_names: list[str]  # the vocabulary ``category`` indexes
     probabilities: np.ndarray | None = None  # (K, H, W) float32 per-pixel class probabilities (sum 1 over K)
 
@@ -125,10 +125,12 @@ class InterleaveGroundingResult:
 
 @dataclass
 class PixelEmbedding:
-    """Per-pixel embeddings ``E(x) = Σ_k m_k(x) s_k / Σ_k m_k(x)`` (unit vectors) and the image vector."""
+    """Per-pixel embeddings ``E(x) = Σ_k m_k(x) s_k / Σ_k m_k(x)`` (unit vectors), the image vector and the
+    panoptic segment ids of the same forward pass."""
 
     features: torch.Tensor  # (h, w, D) float32 on the CPU
     image_vector: torch.Tensor  # (D,) float32 on the CPU, unit norm
+    segments: np.ndarray  # (H, W) int32 at the original size: ``segment``'s ids (0 = void), for 3D instances
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ class Interface:
             "vision": model.vision.name, "language": model.language.name, "layer": model.language.layer,
             "image_size": self._image_size, "canvas": self._canvas, "class_prompt": self._class_prompt,
             "pixel_mix": "objectness",  # embed_pixels' mix changed: stores written by the old one are stale
+            "segments": "panoptic",  # embed_pixels returns the frames' panoptic ids: older stores lack them
         }, sort_keys=True).encode())
         for name, tensor in sorted(model.interface.state_dict().items()):
             digest.update(name.encode())
@@ -345,27 +348,35 @@ class Interface:
         checkpoint's ``interface.object_threshold``); ``probabilities``: also return per-pixel class
         probabilities (Mask2Former semantic inference, normalised)."""
         names, things = self._vocabulary(classes, isthing)
-        inference = self.loaded.config.interface
-        threshold = inference.object_threshold if threshold is None else validate.number(threshold, "threshold", 0, 1)
+        threshold = None if threshold is None else validate.number(threshold, "threshold", 0, 1)
         prepared = self._prepare(image)
         out = self._run([Sample("query", prepared.canvas)], ["generic"], names)["generic"]
-        class_probs = out["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
+        result = self._panoptic(out, prepared, names, things, threshold)
+        if probabilities:
+            class_probs = out["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
+            semantic = torch.einsum("qk,qhw->khw", class_probs, self._original(out["masks"], prepared))
+            result.probabilities = (semantic / semantic.sum(0, keepdim=True).clamp(min=1e-6)).cpu().numpy()
+        return result
+
+    def _panoptic(self, generic: dict[str, Any], prepared: _Prepared, names: list[str], things: list[bool],
+                  threshold: float | None = None) -> PanopticResult:
+        """Mask2Former panoptic inference of one image's generic outputs, at its original size."""
+        inference = self.loaded.config.interface
+        threshold = inference.object_threshold if threshold is None else threshold
+        class_probs = generic["logits"][0].softmax(-1)[:, :-1]  # (Q, K) without no-object
         keep = class_probs.max(-1).values > threshold
         ids, segments = np.zeros(prepared.size, dtype=np.int32), []
         if keep.any():
             # only the kept queries are resampled: full-resolution masks of all queries are the memory peak
-            masks = _resample(out["masks"][:, keep], prepared.geometry, prepared.size, prepared.size)
-            kept = {"logits": out["logits"][:, keep], "masks": masks}
+            masks = _resample(generic["masks"][:, keep], prepared.geometry, prepared.size, prepared.size)
+            kept = {"logits": generic["logits"][:, keep], "masks": masks}
             [(merged, info)] = FindInterface.panoptic(kept, things, prepared.size, threshold,
                                                       inference.overlap_threshold)
             ids = merged.cpu().numpy().astype(np.int32)
+            queries = torch.nonzero(keep).flatten().tolist()  # info's "query" indexes the kept queries
             segments = [{"id": s["id"], "category": s["category_id"], "class_name": names[s["category_id"]],
-                         "isthing": s["isthing"], "score": s["score"]} for s in info]
-        result = PanopticResult(ids, segments, names)
-        if probabilities:
-            semantic = torch.einsum("qk,qhw->khw", class_probs, self._original(out["masks"], prepared))
-            result.probabilities = (semantic / semantic.sum(0, keepdim=True).clamp(min=1e-6)).cpu().numpy()
-        return result
+                         "isthing": s["isthing"], "score": s["score"], "query": queries[s["query"]]} for s in info]
+        return PanopticResult(ids, segments, names)
 
     # --- grounding ----------------------------------------------------------------------------
     def ground(self, image: Any, texts: str | Sequence[str]) -> GroundingResult:
@@ -507,8 +518,10 @@ class Interface:
     def embed_pixels(self, image: Any, size: tuple[int, int] | None = None, confidence: bool = True
                      ) -> PixelEmbedding:
         """Per-pixel embeddings over the original image: at stride 4 of the model's input (no upsampling)
-        unless ``size=(h, w)``; plus the image-level (retrieval) vector. ``confidence``: weight each
-        object query's mask by its objectness (``FindInterface.pixel_embeddings``)."""
+        unless ``size=(h, w)``; plus the image-level (retrieval) vector and the panoptic segment ids of
+        the same forward pass (``segment``'s, over the trained vocabulary: what 3D instances are lifted
+        from). ``confidence``: weight each object query's mask by its objectness
+        (``FindInterface.pixel_embeddings``)."""
         prepared = self._prepare(image)
         if size is not None and (len(size) != 2 or min(size) < 1):
             raise InputError(f"size: got {size}; pass (height, width) in pixels, both >= 1")
@@ -519,7 +532,9 @@ class Interface:
                                    "logits": out["generic"].get("logits")},
                        "retrieval": out["retrieval"]}
         pixels, vector = FindInterface.pixel_embeddings(at_original, confidence=confidence)
-        return PixelEmbedding(pixels[0].permute(1, 2, 0).float().cpu().contiguous(), vector[0].float().cpu())
+        segments = self._panoptic(out["generic"], prepared, self.class_names, self.isthing).segment_ids
+        return PixelEmbedding(pixels[0].permute(1, 2, 0).float().cpu().contiguous(), vector[0].float().cpu(),
+                              segments)
 
     def embed_image(self, image: Any) -> torch.Tensor:
         """``(D,)`` image-level vector (retrieval space: frame localisation)."""

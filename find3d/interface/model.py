@@ -358,7 +358,7 @@ def _merge_segments(scores: torch.Tensor, labels: torch.Tensor, masks: torch.Ten
         segment_id = len(info) + 1
         segments[mask] = segment_id
         info.append({"id": segment_id, "category_id": label, "isthing": bool(isthing[label]),
-                     "score": float(scores[k])})
+                     "score": float(scores[k]), "query": k})
         if not isthing[label]:
             stuff_ids[label] = segment_id
     return segments, info

@@ -3,7 +3,7 @@
 One frame gives *samples*: every cell of its embedding grid (``Interface.embed_pixels``'s features,
 stride 4 of the model's input) whose centre pixel has depth is back-projected through the pinhole
 camera (nerfstudio conventions: OpenGL camera-to-world, pixel centres at +0.5) and carries its unit
-embedding and the pixel's colour (``cell_samples``).
+embedding, the pixel's colour and the FIND panoptic mask it lies in (``cell_samples``).
 
 A ``VoxelMap`` accumulates samples into voxels of edge ``voxel`` metres, keyed by their integer
 coordinates packed into one int64: per voxel the sum of the unit embeddings (so a voxel's feature is
@@ -15,6 +15,10 @@ map's memory is bounded by ``bound_bytes(dim, max_voxels)`` whatever the run's l
 would overflow it, the voxels seen longest ago (fewest samples first among equals) are evicted, a
 tenth of the map at once so that eviction stays rare: a robot that drives on keeps the map around
 it and forgets where it has not looked for longest.
+
+The map also keeps the evidence its 3D instances are cut from (``find3d.query.segments.MaskVotes``:
+per pair of touching voxels, in how many frames one mask held both), so ``segments()`` gives the
+same kind of instances as an exported field, from the same code.
 
 ``eval-3d``'s fusion baseline is this very code over a scene's training frames and ground-truth
 depth, so the live mapping node's map quality is the baseline's.
@@ -28,13 +32,11 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import InputError
+from find3d.query.segments import MaskVotes, SegmentParameters, cell_keys, segment_nodes
 
 DEFAULT_VOXEL = 0.02  # metres: a tabletop's objects stay several voxels wide
 DEFAULT_MAX_VOXELS = 500_000  # ~140 MB with 64-d embeddings, ~1 GB with 512-d (see bound_bytes)
 EVICT_SHARE = 0.1  # share of max_voxels freed when the map is full
-_BITS = 21  # per axis: 2^21 voxels of 2 cm span 42 km
-_OFFSET = 1 << (_BITS - 1)
-_AXIS_MAX = (1 << _BITS) - 1
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Samples:
     xyz: np.ndarray  # (M, 3) float64 world points
     features: np.ndarray  # (M, D) float32 unit embeddings
     colors: np.ndarray  # (M, 3) float32 in [0, 1]
+    masks: np.ndarray | None = None  # (M,) int panoptic mask id at each sample (0 = none); None: no masks
 
     def __len__(self) -> int:
         return len(self.xyz)
@@ -55,10 +58,12 @@ def cell_centres(size: int, cells: int) -> np.ndarray:
 
 
 def cell_samples(features: np.ndarray, depth_m: np.ndarray, camera: Any, c2w: np.ndarray,
-                 rgb: np.ndarray | None = None, max_depth: float = np.inf) -> Samples:
+                 rgb: np.ndarray | None = None, max_depth: float = np.inf,
+                 segments: np.ndarray | None = None) -> Samples:
     """Samples of a frame: ``features`` (h, w, D) over an image whose z-depth in metres is ``depth_m``
     (H, W; 0 or non-finite = no reading, beyond ``max_depth`` ignored); ``camera`` has fx, fy, cx, cy
-    (nerfstudio pixel convention, e.g. ``find3d.ingest.camera.Intrinsics``); ``c2w`` is OpenGL."""
+    (nerfstudio pixel convention, e.g. ``find3d.ingest.camera.Intrinsics``); ``c2w`` is OpenGL;
+    ``segments`` (H, W): the frame's panoptic ids (``PixelEmbedding.segments``)."""
     features = np.asarray(features, dtype=np.float32)
     depth_m = np.asarray(depth_m, dtype=np.float64)
     if features.ndim != 3 or depth_m.ndim != 2:
@@ -80,14 +85,18 @@ def cell_samples(features: np.ndarray, depth_m: np.ndarray, camera: Any, c2w: np
     unit = cells / np.maximum(np.linalg.norm(cells, axis=-1, keepdims=True), 1e-8)
     colors = (np.full((len(z), 3), 0.5, np.float32) if rgb is None
               else rgb[rows[cell_row], cols[cell_col], :3].astype(np.float32) / 255.0)
-    return Samples(xyz, unit.astype(np.float32), colors)
+    if segments is not None and np.shape(segments) != depth_m.shape:
+        raise InputError(f"panoptic segments {np.shape(segments)} and depth {depth_m.shape} differ in size; pass "
+                         "the segments of the colour image the depth is aligned to.")
+    masks = None if segments is None else np.asarray(segments)[rows[cell_row], cols[cell_col]].astype(np.int64)
+    return Samples(xyz, unit.astype(np.float32), colors, masks)
 
 
 def bound_bytes(dim: int, max_voxels: int) -> int:
     """The most memory a ``VoxelMap`` of ``dim``-d embeddings and ``max_voxels`` voxels holds."""
     # feature sums (4 D) + position sums (8 x 3) + colour sums (4 x 3) + weight (4) + last seen (8)
-    # + a sorted key and its slot (8 + 8)
-    return max_voxels * (4 * dim + 24 + 12 + 4 + 8 + 16)
+    # + a sorted key and its slot (8 + 8) + mask votes (2 x 13 x 4)
+    return max_voxels * (4 * dim + 24 + 12 + 4 + 8 + 16 + 104)
 
 
 class VoxelMap:
@@ -103,6 +112,7 @@ class VoxelMap:
         self.count = 0  # rows in use
         self.tick = 0  # integrations so far: the clock of ``seen``
         self.evicted = 0
+        self.votes = MaskVotes()
         self._allocate(0)
 
     def _allocate(self, capacity: int) -> None:
@@ -115,6 +125,7 @@ class VoxelMap:
             if old:
                 grown[:old] = getattr(self, f"_{name}")[:old]
             setattr(self, f"_{name}", grown)
+        self.votes.grow(capacity)
         self.capacity = capacity
 
     def __len__(self) -> int:
@@ -123,16 +134,13 @@ class VoxelMap:
     @property
     def nbytes(self) -> int:
         """Memory held now (the per-voxel arrays at their capacity, the keys and slots)."""
-        arrays = (self._feature, self._xyz, self._rgb, self._weight, self._seen, self.keys, self.slots)
+        arrays = (self._feature, self._xyz, self._rgb, self._weight, self._seen, self.keys, self.slots,
+                  self.votes.seen, self.votes.same)
         return int(sum(a.nbytes for a in arrays))
 
     def voxel_keys(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(int64 keys of the points inside the addressable range, bool mask of those points)."""
-        index = np.floor(np.asarray(xyz, dtype=np.float64) / self.voxel)
-        with np.errstate(invalid="ignore"):
-            inside = np.all(np.isfinite(index), axis=1) & np.all(np.abs(index) < _OFFSET, axis=1)
-        index = index[inside].astype(np.int64) + _OFFSET
-        return (index[:, 0] << (2 * _BITS)) | (index[:, 1] << _BITS) | index[:, 2], inside
+        return cell_keys(xyz, self.voxel)
 
     def integrate(self, samples: Samples) -> int:
         """Fuse one frame's samples; returns how many voxels it added."""
@@ -147,9 +155,11 @@ class VoxelMap:
             return 0
         unique, group = np.unique(keys, return_inverse=True)
         values = [samples.features[inside], samples.xyz[inside], samples.colors[inside]]
+        masks = None if samples.masks is None else samples.masks[inside]
         if len(unique) > self.max_voxels:  # one frame larger than the whole map: keep its first voxels
             kept = group < self.max_voxels
             unique, group, values = unique[:self.max_voxels], group[kept], [v[kept] for v in values]
+            masks = None if masks is None else masks[kept]
         # Per-voxel sums as one sparse (voxels x samples) product: ~10x faster than np.add.reduceat on rows.
         gather = csr_matrix((np.ones(len(group), np.float32), (group, np.arange(len(group)))),
                             shape=(len(unique), len(group)))
@@ -166,6 +176,8 @@ class VoxelMap:
         self._rgb[slots] += sums[2]
         self._weight[slots] += counts
         self._seen[slots] = self.tick
+        if masks is not None:
+            self.votes.observe(unique[group], slots[group], masks)
         return len(fresh)
 
     def _lookup(self, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +214,7 @@ class VoxelMap:
             array = getattr(self, name)
             array[holes] = array[movers]
             array[n - drop:n] = 0
+        self.votes.move(holes, movers, slice(n - drop, n))
         renumber = np.arange(n, dtype=np.int64)
         renumber[movers] = holes
         keep = alive[self.slots]
@@ -225,3 +238,15 @@ class VoxelMap:
     def weights(self) -> np.ndarray:
         """(N,) samples fused into each voxel."""
         return self._weight[:self.count].copy()
+
+    def segments(self, parameters: SegmentParameters | None = None) -> np.ndarray:
+        """(N,) int32 3D instance of each voxel (``find3d.query.segments``, nodes = the map's voxels), -1 for
+        speckle; from the frames' mask votes, or from geometry alone if no frame brought masks."""
+        parameters = parameters or SegmentParameters(voxel=self.voxel)
+        rows = self.slots  # key order -> row
+        seen = self.votes.seen[:self.count].any() or self.votes.same[:self.count].any()
+        labels = segment_nodes(self.keys, self.points()[rows], np.ones(len(rows)), parameters,
+                               self.features()[rows], self.votes if seen else None, rows, self.colors()[rows])
+        out = np.full(self.count, -1, np.int32)
+        out[rows] = labels
+        return out

@@ -87,6 +87,6 @@ class LiveMap:
                        else np.zeros((0, self.dim), np.float32))
             meta = {"format": "find3d-live-map", "dim": self.dim, "count": len(points), "frames": frames,
                     "voxel": self.voxels.voxel}
-            field = Field(self.root, meta, points, colors, features, vectors, None, None)
+            field = Field(self.root, meta, points, colors, features, vectors, None, None, self.voxels.segments())
             self._field = (self.version, field)
             return field

@@ -141,7 +141,7 @@ class Mapper:
         vector = embedding.image_vector.numpy()
         embedded = time.perf_counter()
         samples = cell_samples(features, frame.depth_mm / 1000.0, frame.camera, frame.c2w, frame.rgb,
-                               self.config.max_depth)
+                               self.config.max_depth, embedding.segments)
         name, recording = f"keyframe_{len(self.map.keyframes):05d}", time.perf_counter()
         if self.recorder is not None:
             name = self.recorder.add(frame.rgb, frame.depth_mm, frame.c2w, frame.camera, frame.stamp_ns)

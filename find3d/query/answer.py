@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from find3d.query.field import Field, QueryResult, encode, encode_negatives
+from find3d.query.field import ACCEPTANCE, Field, QueryResult, encode, encode_negatives, nearest_class
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL, Object3D, group_objects
 from find3d.query.relations import pick, split_relation
 
@@ -38,6 +38,7 @@ class EntityAnswer:
     indices: np.ndarray  # (M,) int64, most relevant first
     scores: np.ndarray  # (M,) float32
     objects: list[Object3D]
+    found: bool = True
 
 
 @dataclass
@@ -50,28 +51,39 @@ class Answer:
     target: Object3D | None = None  # the instance a spatial relation picked (``objects[0]`` then)
     relation: str | None = None  # "left", "right", "front", "behind", "near", "on" (relations.RELATIONS)
 
+    @property
+    def found(self) -> bool:
+        """False when the scene holds nothing that passes for the query (``QueryResult.found``): no points,
+        no objects; ``result.closest`` then names the best rejected instance."""
+        return self.result.found
+
 
 def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | None = None,
            masks: Sequence[Any | None] | None = None, negatives: Sequence[str] | None = None,
            threshold: float = 0.5, top_k: int = 3, base_dir: str | os.PathLike = ".",
            object_voxel: float = OBJECT_VOXEL, min_object_points: int = MIN_OBJECT_POINTS,
-           objects: bool = True) -> Answer:
+           objects: bool = True, acceptance: float = ACCEPTANCE) -> Answer:
     """Answer ``query`` (text, interleaved text, or an image crop) on ``field_`` through ``interface``;
-    ``objects``: select whole 3D segments (default) or single points (``Field.query``)."""
+    ``objects``: select whole 3D instances (default) or single points; ``acceptance``: the least relevancy
+    of a found instance (``Field.query``)."""
     def objects_of(indices: np.ndarray, relevancy: np.ndarray) -> list[Object3D]:
         return group_objects(field_.points, indices, relevancy, object_voxel, min_object_points,
                              field_.segments if objects else None)
 
-    def entity(label: str, vector: Any) -> tuple[EntityAnswer, np.ndarray]:
+    def entity(label: str, vector: Any) -> tuple[EntityAnswer, QueryResult]:
         vector = _array(vector)
         negative = encode_negatives(interface, negatives, base_dir, query_vector=vector)
-        found = field_.query(vector, negative, threshold, top_k_frames=0, objects=objects)
-        relevancy, order = found.relevancy, found.indices
-        return EntityAnswer(label, order, relevancy[order], objects_of(order, relevancy)), relevancy
+        result = field_.query(vector, negative, threshold, top_k_frames=0, objects=objects, acceptance=acceptance)
+        if result.closest is not None:  # an embedding carries no words: name the instance by the vocabulary
+            vectors = field_.segment_vectors()
+            result.closest = replace(result.closest, name=nearest_class(interface, vectors[result.closest.segment]))
+        relevancy, order = result.relevancy, result.indices
+        return EntityAnswer(label, order, relevancy[order], objects_of(order, relevancy), result.found), result
 
     relation = split_relation(query) if isinstance(query, str) else None
     if relation is not None:
-        head, head_relevancy = entity(relation.head, encode(interface, relation.head, base_dir, images, masks))
+        head, head_result = entity(relation.head, encode(interface, relation.head, base_dir, images, masks))
+        head_relevancy = head_result.relevancy
         other_vector = encode(interface, relation.other, base_dir, images, masks)
         other, _ = entity(relation.other, other_vector)
         target = None
@@ -82,13 +94,14 @@ def answer(field_: Field, interface: Any, query: Any, images: Sequence[Any] | No
         if target is None and head.objects:
             target = head.objects[0]
         indices = target.indices if target is not None else np.zeros(0, np.int64)
-        frames = field_.rank_frames(head_relevancy, indices, top_k) if top_k > 0 else []
-        result = QueryResult(head_relevancy, indices, head_relevancy[indices], threshold, frames)
+        frames = field_.rank_frames(head_relevancy, indices, top_k) if top_k > 0 and len(indices) else []
+        result = QueryResult(head_relevancy, indices, head_relevancy[indices], threshold, frames, head.found,
+                             head_result.closest)
         rest = [obj for obj in head.objects if obj is not target]
         return Answer(result, ([target] if target is not None else []) + rest, [head, other], target,
                       relation.relation)
     result = field_.query(query, negatives=negatives, threshold=threshold, top_k_frames=top_k, interface=interface,
-                          base_dir=base_dir, images=images, masks=masks, objects=objects)
+                          base_dir=base_dir, images=images, masks=masks, objects=objects, acceptance=acceptance)
     entities = []
     if isinstance(query, str) and "<image:" in query:
         entity_vectors = interface.encode_entities(query, base_dir=base_dir, images=images, masks=masks)

@@ -48,7 +48,11 @@ CHUNK_ROWS = 1 << 16  # points per product: temporaries stay in the CPU cache
 NEGATIVE_SETS = 8  # sets of negatives whose per-point nearest cosine a field keeps (N float32 each)
 TEMPERATURE = 10.0  # LERF's softmax temperature
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives (explicit opt-in)
-SAME_CLASS_COSINE = 0.95  # a vocabulary class this close to the query is the query, not a negative
+SAME_CLASS_COSINE = 0.9  # a vocabulary class this close to the query is the query, not a negative
+#: least relevancy of a query's best instance for the query to count as found (``Field.query``): calibrated on
+#: held-out scenes so that present and absent objects are told apart equally well (bench/calibrate_absent.py,
+#: bench/results/absent.md)
+ACCEPTANCE = 0.25
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
@@ -71,15 +75,40 @@ class FrameHit:
     height: int
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """The most relevant 3D instance of a query, whether or not it passed (``QueryResult.closest``)."""
+
+    segment: int  # its label in ``Field.segments``
+    score: float  # its relevancy
+    name: str | None  # the interface's class nearest its mean embedding ("stone"), when an interface was given
+
+
 @dataclass
 class QueryResult:
-    """Relevancy of every point, the thresholded 3D mask and the best frames."""
+    """Relevancy of every point, the thresholded 3D mask and the best frames.
+
+    ``found`` is False when nothing passed the acceptance test: ``indices`` is then empty, and
+    ``closest`` names the best rejected instance with its score ("not here; the nearest thing is the
+    stone, 0.18"), which is what a robot asked for an absent object needs to hear."""
 
     relevancy: np.ndarray  # (N,) float32
     indices: np.ndarray  # (M,) int64, selected points, most relevant first
     scores: np.ndarray  # (M,) float32
     threshold: float
     frames: list[FrameHit] = field(default_factory=list)
+    found: bool = True
+    closest: Candidate | None = None  # whole-object answers: the best instance, accepted or not
+
+    def describe(self, query: str) -> str:
+        """One line for people: what was found, or that nothing was and what came closest."""
+        if self.found:
+            return f"{len(self.indices)} points selected (threshold {self.threshold:g})"
+        closest = ""
+        if self.closest is not None:
+            what = f"the {self.closest.name}" if self.closest.name else f"instance {self.closest.segment}"
+            closest = f" (closest: {what}, {self.closest.score:.2f})"
+        return f"no {query!r} in this scene{closest}"
 
     def write_ply(self, path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
         """Write the selected points (with their colours, if given) as a PLY file, atomically."""
@@ -91,7 +120,7 @@ class Field:
 
     def __init__(self, root: Path, meta: dict[str, Any], points: np.ndarray, colors: np.ndarray,
                  features: np.ndarray, image_vectors: np.ndarray, code: np.ndarray | None,
-                 decoder: tuple[np.ndarray, np.ndarray] | None) -> None:
+                 decoder: tuple[np.ndarray, np.ndarray] | None, segments: np.ndarray | None = None) -> None:
         self.root = root
         self.meta = meta
         self.points = points
@@ -104,7 +133,7 @@ class Field:
         self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         self._seen_by_points: Any = None  # see ``_seen_by``
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
-        self._segments: np.ndarray | None = None  # see ``segments``
+        self._segments = segments  # see ``segments``
         self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
@@ -149,7 +178,10 @@ class Field:
             decoder = (arrays["mean"], arrays["components"])
             if decoder[1].shape != (code_dim, dim):
                 raise DataError(f"{root}: decoder shape {decoder[1].shape} != {(code_dim, dim)}; {_FIX}.")
-        return cls(root, meta, points, colors, features, image_vectors, code, decoder)
+        segments = None
+        if meta.get("segments"):  # 3D instances cut at export (exports without them are cut on first use)
+            segments = np.asarray(_memmap(root / meta["segments"]["file"], np.int32, (count,)))
+        return cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
 
     # ------------------------------------------------------------------------------------- scoring
     def _unit(self, vectors: Any, name: str) -> np.ndarray:
@@ -235,8 +267,9 @@ class Field:
     # ------------------------------------------------------------------------------------ objects
     @property
     def segments(self) -> np.ndarray:
-        """(N,) int32: each point's class-agnostic 3D segment, -1 for speckle (``find3d.query.segments``);
-        query-independent, so cut once on first use."""
+        """(N,) int32: each point's class-agnostic 3D instance, -1 for speckle (``find3d.query.segments``);
+        query-independent: cut once, from the frames' panoptic masks when the field was exported (or the
+        live map built), else from geometry alone on first use."""
         if self._segments is None:
             self._segments = segment_points(self.points)
         return self._segments
@@ -267,20 +300,24 @@ class Field:
             self._segment_vectors = (sums / norms).astype(np.float32)
         return self._segment_vectors
 
-    def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
-        """(N,) LERF relevancy of each point's segment (its mean embedding against the query and negatives);
-        0 for speckle."""
+    def instance_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
+        """(S,) LERF relevancy of each 3D instance (its mean embedding against the query and negatives)."""
         query = self._unit(embedding, "query embedding")
         if len(query) != 1:
             raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
         vectors = self.segment_vectors()
         nearest = None if negatives is None else (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
-        scores = lerf_relevancy(vectors @ query[0], nearest)
+        return lerf_relevancy(vectors @ query[0], nearest).astype(np.float32)
+
+    def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
+        """(N,) LERF relevancy of each point's instance (``instance_relevancy``); 0 for speckle."""
+        scores = self.instance_relevancy(embedding, negatives)
         return np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads the 0
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
               interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
-              masks: Sequence[Any | None] | None = None, objects: bool = True) -> QueryResult:
+              masks: Sequence[Any | None] | None = None, objects: bool = True,
+              acceptance: float = ACCEPTANCE) -> QueryResult:
         """Relevancy of every point, the selected points and the ``top_k_frames`` best frames.
 
         With ``interface`` (a ``find3d.Interface``), ``query`` is text, interleaved text (references
@@ -288,13 +325,17 @@ class Field:
         an image crop, and ``negatives`` phrases (default the vocabulary minus the query's class);
         without it both are embeddings.
 
-        ``objects`` (default): whole segments answer (``object_relevancy``): those at or above
-        ``threshold``, or, when none reaches it, the single most relevant one — a query names something
-        in the scene, and its best candidate (with its low score) is more use to a robot than nothing.
-        ``objects=False``, or a field too sparse to cut into any segment: each point on its own
+        ``objects`` (default): whole 3D instances answer (``instance_relevancy``: each instance's mean
+        embedding against the query and the negatives, by default every other class the interface knows,
+        ``vocabulary_negatives``): those at or above ``threshold``, or, when none reaches it, the best one
+        if it reaches ``acceptance`` (the calibrated ``ACCEPTANCE``: below it, present and absent objects
+        cannot be told apart). When the best does not, the answer is empty, ``found`` is False and
+        ``closest`` names it — "nothing here" is an answer a robot must be able to get.
+        ``objects=False``, or a field too sparse to cut into any instance: each point on its own
         (``relevancy``), the points at or above ``threshold``.
         """
         threshold = validate.number(threshold, "threshold", 0.0, 1.0)
+        acceptance = validate.number(acceptance, "acceptance", 0.0, 1.0)
         top_k_frames = validate.integer(top_k_frames, "top_k_frames", minimum=0)
         embedding = query
         if interface is None and _needs_interface(query, negatives):
@@ -303,15 +344,20 @@ class Field:
         if interface is not None:
             embedding = encode(interface, query, base_dir, images, masks)
             negatives = encode_negatives(interface, negatives, base_dir, query_vector=embedding)
+        closest = None
         if objects and len(self.segment_vectors()):  # cached: no O(N) pass per query
-            relevancy = self.object_relevancy(embedding, negatives)
-            best = float(relevancy.max()) if len(relevancy) else 0.0
-            order = select(relevancy, min(threshold, best) if best > 0 else threshold)
+            scores = self.instance_relevancy(embedding, negatives)
+            relevancy = np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads 0
+            best = int(np.argmax(scores))
+            name = None if interface is None else nearest_class(interface, self.segment_vectors()[best])
+            closest = Candidate(best, float(scores[best]), name)
+            accepted = scores[best] >= acceptance and scores[best] > 0  # relevancy 0: speckle, never an answer
+            order = select(relevancy, min(threshold, float(scores[best]))) if accepted else np.zeros(0, np.int64)
         else:
             relevancy = self.relevancy(embedding, negatives)
             order = select(relevancy, threshold)
-        frames = self.rank_frames(relevancy, order, top_k_frames)
-        return QueryResult(relevancy, order, relevancy[order], threshold, frames)
+        frames = self.rank_frames(relevancy, order, top_k_frames) if len(order) else []
+        return QueryResult(relevancy, order, relevancy[order], threshold, frames, bool(len(order)), closest)
 
     def rank_frames(self, relevancy: np.ndarray, selected: np.ndarray, top_k: int = 3) -> list[FrameHit]:
         """The ``top_k`` frames seeing the largest share of the selected points' relevancy (module doc)."""
@@ -352,19 +398,7 @@ class Field:
     def visible(self, index: int, subset: np.ndarray | None = None) -> np.ndarray:
         """Bool mask over ``subset`` (default all points): which points frame ``index`` sees (inside, in
         front, unoccluded)."""
-        from find3d.query.render import project_points
-
-        hit = self.frame(index)
-        rows, cols = -(-hit.height // ZBUFFER_STRIDE), -(-hit.width // ZBUFFER_STRIDE)
-        uv, depth = project_points(self.points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
-        cell_x, cell_y = np.floor(uv[:, 0] / ZBUFFER_STRIDE), np.floor(uv[:, 1] / ZBUFFER_STRIDE)
-        inside = (depth > 0) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) & (cell_y < rows)
-        cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
-        zbuffer = np.full(rows * cols, np.inf)
-        np.minimum.at(zbuffer, cell[inside], depth[inside])
-        if subset is not None:
-            cell, depth = cell[subset], depth[subset]
-        return (cell >= 0) & (depth <= zbuffer[np.maximum(cell, 0)] * (1.0 + OCCLUSION_TOLERANCE))
+        return visible_points(self.points, self.frame(index), subset)[0]
 
     def localize(self, embedding: Any, top_k: int = 3) -> list[FrameHit]:
         """The ``top_k`` frames whose image-level vector is closest (cosine) to a retrieval-space vector."""
@@ -377,11 +411,33 @@ class Field:
         return [self.frame(int(i), float(scores[i])) for i in best]
 
     def frame(self, index: int, score: float = 0.0) -> FrameHit:
-        entry = self.frames[index]
-        return FrameHit(index=index, file_path=entry["file_path"], score=score,
-                        c2w=np.asarray(entry["c2w"], dtype=np.float64), fx=float(entry["fl_x"]),
-                        fy=float(entry["fl_y"]), cx=float(entry["cx"]), cy=float(entry["cy"]),
-                        width=int(entry["w"]), height=int(entry["h"]))
+        return frame_hit(self.frames[index], index, score)
+
+
+def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit:
+    """A frame entry of an export's meta.json (``file_path``, ``c2w``, pinhole intrinsics) as a ``FrameHit``."""
+    return FrameHit(index=index, file_path=entry["file_path"], score=score,
+                    c2w=np.asarray(entry["c2w"], dtype=np.float64), fx=float(entry["fl_x"]),
+                    fy=float(entry["fl_y"]), cx=float(entry["cx"]), cy=float(entry["cy"]),
+                    width=int(entry["w"]), height=int(entry["h"]))
+
+
+def visible_points(points: np.ndarray, hit: FrameHit, subset: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(bool mask over ``subset`` (default all points): which points the frame sees (inside, in front,
+    unoccluded by a z-buffer of all points at ``ZBUFFER_STRIDE`` px), their (n, 2) pixel coordinates)."""
+    from find3d.query.render import project_points
+
+    rows, cols = -(-hit.height // ZBUFFER_STRIDE), -(-hit.width // ZBUFFER_STRIDE)
+    uv, depth = project_points(points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+    cell_x, cell_y = np.floor(uv[:, 0] / ZBUFFER_STRIDE), np.floor(uv[:, 1] / ZBUFFER_STRIDE)
+    inside = (depth > 0) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) & (cell_y < rows)
+    cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
+    zbuffer = np.full(rows * cols, np.inf)
+    np.minimum.at(zbuffer, cell[inside], depth[inside])
+    if subset is not None:
+        cell, depth, uv = cell[subset], depth[subset], uv[subset]
+    return (cell >= 0) & (depth <= zbuffer[np.maximum(cell, 0)] * (1.0 + OCCLUSION_TOLERANCE)), uv
 
 
 def _needs_interface(query: Any, negatives: Any) -> bool:
@@ -430,15 +486,22 @@ def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray
     in its space they are far from everything, so every point beat them (the README's "the table" once
     selected 147706 of 147706 points). Its class embeddings are what its pixel embeddings were trained
     to match, so "relevancy >= 0.5" becomes "closer to the query than to any other known class" — a
-    threshold that means something. The query's own class is the vocabulary entry nearest to it
-    (for "the red mug", "mug"), plus any within ``SAME_CLASS_COSINE`` of it (synonyms of one query).
+    threshold that means something. The query's own classes are the vocabulary entries within
+    ``SAME_CLASS_COSINE`` of it ("the red mug", "the cup": mug). A query no class is that close to
+    ("the laptop") keeps every class as a negative, so an instance of the nearest known class (the
+    toy car) is not taken for it: the query is then found only where something matches it better than
+    anything the interface knows, which for a thing it never learnt is nowhere.
     """
     query = np.asarray(query_vector, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     vectors = interface.vocabulary_vectors()
-    similarity = vectors @ query
-    keep = (similarity < similarity.max()) & (similarity < SAME_CLASS_COSINE)
+    keep = vectors @ query < SAME_CLASS_COSINE
     return vectors[keep] if keep.any() else None
+
+
+def nearest_class(interface: Any, vector: np.ndarray) -> str:
+    """The interface's vocabulary class nearest (cosine) an embedding: how an instance is named."""
+    return interface.class_names[int(np.argmax(interface.vocabulary_vectors() @ np.asarray(vector, np.float32)))]
 
 
 def lerf_relevancy(positive: np.ndarray, nearest_negative: np.ndarray | None) -> np.ndarray:

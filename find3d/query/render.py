@@ -28,10 +28,11 @@ def project_points(points: np.ndarray, c2w: np.ndarray, fx: float, fy: float, cx
 
 def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, image: np.ndarray | None = None,
                     threshold: float = 0.5, radius: int = 1, alpha: float = 0.6,
-                    selected: np.ndarray | None = None) -> np.ndarray:
+                    selected: np.ndarray | None = None, colour: tuple[float, float, float] | None = None
+                    ) -> np.ndarray:
     """(H, W, 3) uint8: the frame's image with the relevancy of the ``selected`` points (indices; default
     those at or above ``threshold``) that fall in the frame splatted (nearest point wins, ``radius`` px
-    squares) through the turbo colour map."""
+    squares) through the turbo colour map, or all in ``colour`` (RGB in [0, 1])."""
     from matplotlib import colormaps
 
     height, width = frame.height, frame.width
@@ -43,7 +44,8 @@ def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, 
     keep, cols, rows, depth = keep[visible], cols[visible], rows[visible], depth[visible]
     # Paint far to near so that the nearest point's relevancy ends up on top.
     order = np.argsort(-depth, kind="stable")
-    colours = colormaps["turbo"](relevancy[keep[order]])[:, :3].astype(np.float32)
+    colours = (colormaps["turbo"](relevancy[keep[order]])[:, :3] if colour is None
+               else np.tile(colour, (len(order), 1))).astype(np.float32)
     overlay = np.zeros((height, width, 3), np.float32)
     covered = np.zeros((height, width), bool)
     for dy in range(-radius, radius + 1):
@@ -56,28 +58,66 @@ def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, 
     return (canvas * 255 + 0.5).astype(np.uint8)
 
 
-def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.PathLike) -> list[Path]:
+def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.PathLike,
+                          query: str = "") -> list[Path]:
     """One PNG per frame in ``result.frames`` (``relevancy_<rank>_<frame name>.png``); returns the paths.
 
     Each shows the answer's own points (``result.indices``: a relation's target, not every point the head
-    entity's relevancy lights; a whole-object answer's best segment even below the threshold) that the
-    frame sees unoccluded (``Field.visibility``). Those of an earlier answer written to ``out_dir`` are
-    removed: the folder shows one answer."""
+    entity's relevancy lights) that the frame sees unoccluded (``Field.visibility``). An answer that
+    found nothing gets one picture, ``not_found_<frame name>.png``: the frame that best shows the closest
+    rejected instance, that instance drawn in grey and the verdict written on it. Pictures of an earlier
+    answer written to ``out_dir`` are removed: the folder shows one answer."""
     from PIL import Image
 
     out_dir = Path(out_dir)
-    scene = Path(field.meta.get("scene", ""))
-    paths = []
+    pictures: list[tuple[Path, np.ndarray]] = []
     for rank, frame in enumerate(result.frames):
-        source = scene / frame.file_path
-        image = load_image(source) if source.is_file() else None
-        seen, offsets = field.visibility()  # cached; built by the frame ranking that chose these frames
-        visible = np.intersect1d(result.indices, seen[offsets[frame.index]:offsets[frame.index + 1]])
-        picture = relevancy_image(field.points, result.relevancy, frame, image, selected=visible)
-        path = out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png"
+        visible = _visible_of(field, result.indices, frame.index)
+        picture = relevancy_image(field.points, result.relevancy, frame, _frame_image(field, frame), selected=visible)
+        pictures.append((out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png", picture))
+    if not result.found and result.closest is not None:
+        candidate = np.flatnonzero(field.segments == result.closest.segment)
+        [frame] = field.rank_frames(np.ones(len(field), np.float32), candidate, 1) or [None]
+        if frame is not None:
+            visible = _visible_of(field, candidate, frame.index)
+            picture = relevancy_image(field.points, result.relevancy, frame, _frame_image(field, frame),
+                                      selected=visible, colour=NOT_FOUND_GREY)
+            pictures.append((out_dir / f"not_found_{Path(frame.file_path).stem}.png",
+                             _caption(picture, result.describe(query))))
+    paths = []
+    for path, picture in pictures:
         with atomic_open(path) as handle:
             Image.fromarray(picture).save(handle, format="PNG")
         paths.append(path)
-    for stale in set(out_dir.glob("relevancy_*.png")) - set(paths):
+    for stale in {*out_dir.glob("relevancy_*.png"), *out_dir.glob("not_found_*.png")} - set(paths):
         stale.unlink(missing_ok=True)
     return paths
+
+
+NOT_FOUND_GREY = (0.55, 0.55, 0.55)  # "this is what came closest": no colour of the relevancy map's
+
+
+def _frame_image(field: Field, frame: FrameHit) -> np.ndarray | None:
+    source = Path(field.meta.get("scene", "")) / frame.file_path
+    return load_image(source) if source.is_file() else None
+
+
+def _visible_of(field: Field, indices: np.ndarray, frame_index: int) -> np.ndarray:
+    seen, offsets = field.visibility()  # cached; built by the frame ranking that chose the frame
+    return np.intersect1d(indices, seen[offsets[frame_index]:offsets[frame_index + 1]])
+
+
+def _caption(picture: np.ndarray, text: str) -> np.ndarray:
+    """The picture with ``text`` on a dark band along its top (wrapped to the width)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(picture)
+    draw = ImageDraw.Draw(image)
+    lines = textwrap.wrap(text, width=max(10, image.width // 6))
+    band = 12 * len(lines) + 4
+    draw.rectangle((0, 0, image.width, band), fill=(0, 0, 0))
+    for row, line in enumerate(lines):
+        draw.text((3, 2 + 12 * row), line, fill=(255, 255, 255))
+    return np.asarray(image)

@@ -1,93 +1,382 @@
-"""Class-agnostic 3D segments of a point field: its large planes, then what stands apart on them.
+"""3D instances of a point field or a live map: FIND's per-frame masks lifted and merged across views.
 
-Per-point relevancy asks the field to classify every point on its own, and the 2D interface it was
-distilled from is least sure exactly where a robot looks: small objects, at their borders, where
-one toy's pixels are called another toy. A 3D answer a robot can act on is a set of *objects*, and
-objects are what geometry separates best: the things on a table stand apart from it and from each
-other. So a field is cut into segments once, without looking at any query:
+A 3D answer a robot can act on is a set of *objects*. Geometry alone cuts a scene at its gaps, and on
+a real desk objects touch: two teddies side by side, a duck leaning on a block were one piece. FIND
+segments every frame (generic / panoptic segmentation, one of its six tasks), and where two touching
+objects meet, most views show the boundary: one mask ends and another begins. So a field is cut once,
+without looking at any query, in the spirit of MaskClustering's view consensus:
 
-1. *Support planes*: the largest plane (RANSAC: ``RANSAC_TRIALS`` random point triples, inliers
-   within ``plane_distance``, refit by least squares on the inliers) is cut off while it holds at
-   least ``min_plane_share`` of the points, at most ``max_planes`` times: the table top, the floor, a
-   wall. Each plane's inliers are split into connected pieces (the floor on both sides of a table
-   is two pieces).
-2. *Objects*: what remains falls into connected components of touching ``voxel``-sized cells
-   (``find3d.query.objects.voxel_components``): one per object wherever objects do not touch.
-3. Pieces of fewer than ``min_points`` points are speckle (floaters of the field) and get label -1.
+1. *Nodes*: the points fall into ``voxel``-sized cells (a live map's own voxels are its nodes); each
+   node carries its points' mean embedding and, per frame that sees it, the 2D mask most of its
+   points fall in (``MaskVotes.observe``; frames' masks are ``find3d.field.embeddings``' ``segments``).
+2. *Support planes*: the largest plane (RANSAC: ``RANSAC_TRIALS`` random triples of node centres,
+   inliers within ``plane_distance``, refit by least squares) is cut off while it holds at least
+   ``min_plane_share`` of the points, at most ``max_planes`` times: the table top, the floor, a wall.
+   Objects stand on planes, so this boundary needs no mask at all.
+3. *View consensus*: two touching nodes (26-neighbourhood) are split when, among the frames whose
+   masks saw both (at least ``min_views``), fewer than ``agreement`` put them in the same mask, or when
+   their embeddings disagree (cosine < ``feature_cosine``); every other touching pair joins (an edge
+   seen by fewer views carries no evidence either way). Without masks (``votes=None``) every touching
+   pair joins: the connected pieces of old.
+4. *Speckle*: pieces whose surface is under ``min_area`` (counted in nodes of ``voxel`` squared) join
+   the touching piece they share most edges with (a node the masks never saw belongs with its
+   neighbours, a small piece one mask cut off belongs with its object); what touches nothing becomes
+   label -1.
 
-A query then scores each segment by the mean of its points' embeddings (``Field.segment_vectors``),
-which averages away the per-point confusions of a segment's minority pixels; every point carries its
-segment's relevancy (``Field.object_relevancy``).
+A query then scores each instance by the mean of its points' embeddings (``Field.segment_vectors``),
+which averages away the per-point confusions of an instance's minority pixels.
 
 Deterministic: the RANSAC draws come from a generator seeded with ``SEED``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from find3d.errors import InputError
-from find3d.query.objects import MIN_OBJECT_POINTS, voxel_components
+from find3d.query.objects import voxel_components
 
 RANSAC_TRIALS = 300
-RANSAC_SAMPLE = 20_000  # points the trials count inliers on; the final inliers are found among all points
+RANSAC_SAMPLE = 20_000  # nodes the trials count inliers on; the final inliers are found among all nodes
 SEED = 0
+KEY_BITS = 21  # per axis of a packed voxel key: 2^21 cells of 1 cm span 21 km
+KEY_OFFSET = 1 << (KEY_BITS - 1)
+# 13 of the 26 neighbour offsets: each touching pair of cells is found once, from its lower key.
+HALF_NEIGHBOURHOOD = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
+                               if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+STRICT_AGREEMENT = 0.9  # edges the masks confirm this clearly join without a vote of their fragments' borders
+LIGHTNESS_WEIGHT = 0.3  # share of a CIELAB lightness difference that counts towards a colour difference
+STRICT_AGREEMENT_COLOUR = 0.9  # border agreement that merges fragments of different colour (a painted toy)
+NEIGHBOUR_DELTAS = (HALF_NEIGHBOURHOOD[:, 0] << (2 * KEY_BITS)) + (HALF_NEIGHBOURHOOD[:, 1] << KEY_BITS) \
+    + HALF_NEIGHBOURHOOD[:, 2]
 
 
 @dataclass(frozen=True)
 class SegmentParameters:
-    """How a field is cut into segments (module docstring)."""
+    """How a field is cut into instances (module docstring)."""
 
     plane_distance: float = 0.008  # m: a plane's inliers; thin enough to leave a mug's base with the mug
     min_plane_share: float = 0.1  # least share of all points a support plane holds
     max_planes: int = 3  # table, floor, one wall
-    voxel: float = 0.02  # m: cells that touch join one object
-    min_points: int = MIN_OBJECT_POINTS
+    voxel: float = 0.01  # m: node size of the consensus graph
+    min_views: int = 2  # least frames that saw both ends of an edge in a mask, for the edge to count
+    agreement: float = 0.5  # least share of those frames that put both ends in one mask
+    feature_cosine: float = 0.0  # least cosine of two joined nodes' mean embeddings (-1: off)
+    colour_distance: float = 12.0  # CIELAB distance (``_colour_distance``) from which two colours differ
+    min_area: float = 0.004  # m^2: smaller pieces are speckle (about what a 5 cm ball shows the cameras)
 
     def __post_init__(self) -> None:
         for name in ("plane_distance", "voxel"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise InputError(f"segments: {name}={value}; pass a positive length in metres.")
-        if not 0 < self.min_plane_share <= 1:
-            raise InputError(f"segments: min_plane_share={self.min_plane_share}; pass a share in (0, 1].")
-        if self.max_planes < 0 or self.min_points < 1:
-            raise InputError(f"segments: max_planes={self.max_planes}, min_points={self.min_points}; "
-                             "need max_planes >= 0 and min_points >= 1.")
+        if not 0 < self.min_plane_share <= 1 or not 0 <= self.agreement <= 1 or not -1 <= self.feature_cosine <= 1:
+            raise InputError(f"segments: min_plane_share={self.min_plane_share}, agreement={self.agreement}, "
+                             f"feature_cosine={self.feature_cosine}; need a share in (0, 1], a share in [0, 1] "
+                             "and a cosine in [-1, 1].")
+        if self.max_planes < 0 or not self.min_area >= 0 or self.min_views < 1:
+            raise InputError(f"segments: max_planes={self.max_planes}, min_area={self.min_area}, "
+                             f"min_views={self.min_views}; need max_planes >= 0, min_area >= 0, min_views >= 1.")
 
 
-def segment_points(points: np.ndarray, parameters: SegmentParameters = SegmentParameters()) -> np.ndarray:
-    """(N,) int32 segment label of every point, -1 for speckle (module docstring)."""
+def pack_keys(cells: np.ndarray) -> np.ndarray:
+    """(n,) int64 keys of (n, 3) integer cell coordinates (|coordinate| < 2^20); neighbours differ by
+    ``NEIGHBOUR_DELTAS``."""
+    shifted = np.asarray(cells, dtype=np.int64) + KEY_OFFSET
+    return (shifted[:, 0] << (2 * KEY_BITS)) | (shifted[:, 1] << KEY_BITS) | shifted[:, 2]
+
+
+def cell_keys(xyz: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 keys of the points inside the addressable range, bool mask of those points)."""
+    index = np.floor(np.asarray(xyz, dtype=np.float64) / voxel)
+    with np.errstate(invalid="ignore"):
+        inside = np.all(np.isfinite(index), axis=1) & np.all(np.abs(index) < KEY_OFFSET, axis=1)
+    return pack_keys(index[inside].astype(np.int64)), inside
+
+
+def neighbour_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Touching pairs among sorted unique ``keys``: ``(i, k, j)`` with ``keys[j] == keys[i] + NEIGHBOUR_DELTAS[k]``."""
+    if len(keys) == 0:
+        return (np.zeros(0, np.int64),) * 3
+    found = np.searchsorted(keys, keys[:, None] + NEIGHBOUR_DELTAS[None, :])
+    found = np.minimum(found, len(keys) - 1)
+    hit = keys[found] == keys[:, None] + NEIGHBOUR_DELTAS[None, :]
+    i, k = np.nonzero(hit)
+    return i, k, found[i, k]
+
+
+class MaskVotes:
+    """The view-consensus graph's evidence: for each node (a row) and each of its 13 forward neighbours,
+    in how many frames a mask saw both (``seen``) and in how many one mask held both (``same``).
+
+    Rows are the caller's: a field's node indices, a live map's voxel rows (``grow`` and ``move``
+    keep them aligned with the map's own arrays)."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.seen = np.zeros((capacity, len(NEIGHBOUR_DELTAS)), np.float32)
+        self.same = np.zeros((capacity, len(NEIGHBOUR_DELTAS)), np.float32)
+
+    def grow(self, capacity: int) -> None:
+        for name in ("seen", "same"):
+            old = getattr(self, name)
+            grown = np.zeros((capacity, old.shape[1]), np.float32)
+            grown[:min(len(old), capacity)] = old[:capacity]
+            setattr(self, name, grown)
+
+    def move(self, holes: np.ndarray, movers: np.ndarray, cleared: slice) -> None:
+        """Rows ``movers`` move into ``holes``; rows in ``cleared`` are emptied (a map's eviction)."""
+        for array in (self.seen, self.same):
+            array[holes] = array[movers]
+            array[cleared] = 0
+
+    def observe(self, keys: np.ndarray, rows: np.ndarray, masks: np.ndarray) -> None:
+        """One frame: ``keys`` / ``rows`` of the nodes it sees (any order, repeats allowed) and the 2D mask id
+        at each (0 = no mask); each node's vote is the mask most of its observations fall in."""
+        keys, rows, masks = np.asarray(keys, np.int64), np.asarray(rows, np.int64), np.asarray(masks, np.int64)
+        keep = masks > 0
+        if not keep.any():
+            return
+        keys, rows, masks = keys[keep], rows[keep], masks[keep]
+        # majority mask per node: count (node, mask) pairs, keep each node's most frequent one
+        pairs, counts = np.unique(np.stack([keys, masks], axis=1), axis=0, return_counts=True)
+        order = np.lexsort((-counts, pairs[:, 0]))
+        pairs = pairs[order]
+        first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+        node_keys, node_masks = pairs[first, 0], pairs[first, 1]
+        node_rows = rows[np.unique(keys, return_index=True)[1]]  # np.unique sorts keys as pairs[first] are
+        i, k, j = neighbour_pairs(node_keys)
+        np.add.at(self.seen, (node_rows[i], k), 1.0)
+        np.add.at(self.same, (node_rows[i], k), (node_masks[i] == node_masks[j]).astype(np.float32))
+
+
+def segment_points(points: np.ndarray, parameters: SegmentParameters = SegmentParameters(),
+                   features: np.ndarray | None = None,
+                   observations: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                   colors: np.ndarray | None = None) -> np.ndarray:
+    """(N,) int32 instance label of every point, -1 for speckle (module docstring).
+
+    ``features`` (N, D): the points' embeddings (for the feature test); ``observations``: per frame,
+    ``(point indices, mask ids)`` of the points it sees and the 2D mask each lands in (None: geometry only);
+    ``colors`` (N, 3) in [0, 1]: the points' colours (the colour test).
+    """
     xyz = np.asarray(points, dtype=np.float64)
-    labels = np.full(len(xyz), -1, dtype=np.int64)
+    labels = np.full(len(xyz), -1, dtype=np.int32)
+    keys, inside = cell_keys(xyz, parameters.voxel)
+    if not len(keys):
+        return labels
+    node_keys, node_of = np.unique(keys, return_inverse=True)
+    member = _membership(node_of, len(node_keys))
+    weights = np.asarray(member.sum(axis=1)).ravel()
+    centres = (member @ xyz[inside]) / weights[:, None]
+    node_features = None
+    if features is not None:
+        node_features = member @ np.asarray(features, dtype=np.float32)[inside]
+        node_features /= np.maximum(np.linalg.norm(node_features, axis=1, keepdims=True), 1e-12)
+    votes = None
+    if observations is not None:
+        votes = MaskVotes(len(node_keys))
+        point_node = np.full(len(xyz), -1, np.int64)
+        point_node[inside] = node_of
+        for indices, masks in observations:
+            nodes = point_node[np.asarray(indices, np.int64)]
+            seen = nodes >= 0
+            votes.observe(node_keys[nodes[seen]], nodes[seen], np.asarray(masks)[seen])
+    node_colors = None if colors is None else (member @ np.asarray(colors, np.float64)[inside]) / weights[:, None]
+    labels[inside] = segment_nodes(node_keys, centres, weights, parameters, node_features, votes,
+                                   colors=node_colors)[node_of]
+    return labels
+
+
+def mask_observations(points: np.ndarray, frames: list[dict[str, Any]],
+                      segment_maps: Callable[[int], np.ndarray | None]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame (export meta ``frames`` entries, with ``segment_maps(index)`` its (H, W) panoptic ids or
+    None): ``(indices of the points it sees, the mask id under each)`` for ``segment_points``. Visibility is
+    ``find3d.query.field.visible_points``' z-buffer, so a mask never votes for the points behind it."""
+    from tqdm import tqdm
+
+    from find3d.query.field import frame_hit, visible_points
+
+    out = []
+    for index, entry in enumerate(tqdm(frames, desc="3D instances", unit="view", disable=None, leave=False)):
+        ids = segment_maps(index)
+        if ids is None:
+            continue
+        seen, uv = visible_points(points, frame_hit(entry, index))
+        indices = np.flatnonzero(seen)
+        cols = np.clip(np.floor(uv[indices, 0]).astype(np.int64), 0, ids.shape[1] - 1)
+        rows = np.clip(np.floor(uv[indices, 1]).astype(np.int64), 0, ids.shape[0] - 1)
+        out.append((indices, ids[rows, cols]))
+    return out
+
+
+def segment_nodes(keys: np.ndarray, centres: np.ndarray, weights: np.ndarray,
+                  parameters: SegmentParameters = SegmentParameters(), features: np.ndarray | None = None,
+                  votes: MaskVotes | None = None, rows: np.ndarray | None = None,
+                  colors: np.ndarray | None = None) -> np.ndarray:
+    """(n,) int32 instance label of each node (sorted unique ``keys``, their ``centres`` and point counts
+    ``weights``; ``votes`` rows ``rows``, default ``arange(n)``), -1 for speckle (module docstring)."""
+    n = len(keys)
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    plane = _planes(centres, weights, parameters)
+    i, k, j = neighbour_pairs(keys)
+    join = plane[i] == plane[j]  # never across a plane's border
+    objects = plane[i] < 0
+    if features is not None and parameters.feature_cosine > -1:
+        join &= ~objects | ((features[i] * features[j]).sum(axis=1) >= parameters.feature_cosine)
+    if votes is None:
+        pieces = _components(n, i[join], j[join])
+    else:
+        seen, same = votes.seen[rows[i], k], votes.same[rows[i], k]
+        # fragments: only edges the masks confirm; the rest is decided between whole fragments below
+        sure = (seen >= parameters.min_views) & (same >= STRICT_AGREEMENT * seen)
+        if colors is not None:  # and a colour edge is a border until the fragments' vote says otherwise
+            sure &= _colour_distance(colors[i], colors[j]) <= parameters.colour_distance
+        pieces = _components(n, i[join & (~objects | sure)], j[join & (~objects | sure)])
+        pieces = _merge_fragments(pieces, i[join & objects], j[join & objects], seen[join & objects],
+                                  same[join & objects], parameters, weights, colors)
+    return _absorb_speckle(pieces, i, j, max(1, round(parameters.min_area / parameters.voxel**2)))
+
+
+def _merge_fragments(pieces: np.ndarray, i: np.ndarray, j: np.ndarray, seen: np.ndarray, same: np.ndarray,
+                     parameters: SegmentParameters, weights: np.ndarray, colors: np.ndarray | None) -> np.ndarray:
+    """Join touching fragments whose whole shared border the masks agree on (average linkage): summed
+    over every edge between two fragments, at least ``agreement`` of the views that saw both ends put
+    them in one mask, from ``min_views`` views up. A few edges that one merged mask joined cannot bridge
+    two objects whose border is otherwise cut. Mutual best pairs merge first, round after round."""
+    for _ in range(64):
+        a, b = pieces[i], pieces[j]
+        across = a != b
+        if not across.any():
+            break
+        low, high = np.minimum(a[across], b[across]), np.maximum(a[across], b[across])
+        pairs, inverse = np.unique(np.stack([low, high], axis=1), axis=0, return_inverse=True)
+        total_seen = np.bincount(inverse.ravel(), weights=seen[across], minlength=len(pairs))
+        total_same = np.bincount(inverse.ravel(), weights=same[across], minlength=len(pairs))
+        score = total_same / np.maximum(total_seen, 1e-9)
+        good = (total_seen >= parameters.min_views) & (score >= parameters.agreement)
+        if colors is not None:
+            # two touching fragments of clearly different colour need the masks' clear word to merge
+            mean = _piece_means(pieces, colors, weights)
+            apart = _colour_distance(mean[pairs[:, 0]], mean[pairs[:, 1]]) > parameters.colour_distance
+            good &= ~apart | (score >= STRICT_AGREEMENT_COLOUR)
+        if not good.any():
+            break
+        pairs, score = pairs[good], score[good]
+        # each fragment's best partner; a pair merges when each is the other's best (no chains per round)
+        best = np.full(int(pieces.max()) + 1, -1.0)
+        np.maximum.at(best, pairs[:, 0], score)
+        np.maximum.at(best, pairs[:, 1], score)
+        mutual = (score >= best[pairs[:, 0]]) & (score >= best[pairs[:, 1]])
+        mapping = np.arange(len(best))
+        chosen = pairs[mutual]
+        # a fragment tied between two partners merges with one of them this round
+        chosen = chosen[np.unique(chosen[:, 0], return_index=True)[1]]
+        chosen = chosen[np.unique(chosen[:, 1], return_index=True)[1]]
+        chosen = chosen[~np.isin(chosen[:, 0], chosen[:, 1])]
+        mapping[chosen[:, 1]] = chosen[:, 0]
+        pieces = mapping[pieces]
+    return pieces
+
+
+def _piece_means(pieces: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(pieces, C) weighted mean of ``values`` per piece."""
+    total = np.bincount(pieces, weights=weights)
+    sums = np.stack([np.bincount(pieces, weights=weights * values[:, c], minlength=len(total))
+                     for c in range(values.shape[1])], axis=1)
+    return sums / np.maximum(total, 1e-12)[:, None]
+
+
+def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """CIE76 distance of RGB colours in [0, 1] with lightness weighted by ``LIGHTNESS_WEIGHT``: hue and
+    saturation tell two objects apart, while shading and shadows mostly change lightness alone."""
+    lab_a, lab_b = rgb_to_lab(a), rgb_to_lab(b)
+    return np.sqrt(((lab_a[:, 1:] - lab_b[:, 1:]) ** 2).sum(axis=1)
+                   + (LIGHTNESS_WEIGHT * (lab_a[:, 0] - lab_b[:, 0])) ** 2)
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3) sRGB in [0, 1] -> CIELAB (D65 white)."""
+    rgb = np.clip(np.asarray(rgb, np.float64), 0.0, 1.0)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ _SRGB_TO_XYZ.T / _D65_WHITE
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+_D65_WHITE = np.array([0.9505, 1.0, 1.089])
+
+
+def _membership(node_of: np.ndarray, count: int) -> Any:
+    """(nodes, points) sparse 0/1 matrix: node sums of point values are one product."""
+    from scipy.sparse import csr_matrix
+
+    return csr_matrix((np.ones(len(node_of), np.float32), (node_of, np.arange(len(node_of)))),
+                      shape=(count, len(node_of)))
+
+
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def _absorb_speckle(pieces: np.ndarray, i: np.ndarray, j: np.ndarray, min_nodes: int) -> np.ndarray:
+    """Pieces under ``min_nodes`` nodes join the touching large piece they share most edges with (repeated,
+    so a chain of small pieces reaches a large one); then labels are renumbered 0.. by first node, -1 for
+    what stays small."""
+    size = np.bincount(pieces)
+    for _ in range(8):  # each round moves small pieces one neighbour further; rarely more than two are needed
+        small = size[pieces] < min_nodes
+        across = (pieces[i] != pieces[j]) & (small[i] ^ small[j])
+        if not across.any():
+            break
+        # (small piece, large piece) pairs with their edge counts; each small piece takes its strongest
+        source = np.where(small[i[across]], pieces[i[across]], pieces[j[across]])
+        target = np.where(small[i[across]], pieces[j[across]], pieces[i[across]])
+        pairs, counts = np.unique(np.stack([source, target], axis=1), axis=0, return_counts=True)
+        order = np.lexsort((-counts, pairs[:, 0]))
+        pairs = pairs[order]
+        first = np.concatenate([[True], pairs[1:, 0] != pairs[:-1, 0]])
+        mapping = np.arange(len(size))
+        mapping[pairs[first, 0]] = pairs[first, 1]
+        pieces = mapping[pieces]
+        size = np.bincount(pieces, minlength=len(size))
+    keep = size[pieces] >= min_nodes
+    labels = np.full(len(pieces), -1, np.int32)
+    _, renumbered = np.unique(pieces[keep], return_inverse=True)
+    labels[keep] = renumbered
+    return labels
+
+
+def _planes(centres: np.ndarray, weights: np.ndarray, parameters: SegmentParameters) -> np.ndarray:
+    """(n,) int64: each node's plane piece (0, 1, ...) or -1 off every support plane (module docstring, 2)."""
     rng = np.random.default_rng(SEED)
-    rest = np.arange(len(xyz))
-    pieces = []  # index arrays, one per segment before speckle removal
+    plane = np.full(len(centres), -1, np.int64)
+    rest = np.arange(len(centres))
+    total, label = float(weights.sum()), 0
     for _ in range(parameters.max_planes):
-        if len(rest) < max(3, parameters.min_plane_share * len(xyz)):
+        if weights[rest].sum() < parameters.min_plane_share * total or len(rest) < 3:
             break
-        inliers = _largest_plane(xyz[rest], parameters.plane_distance, rng)
-        if inliers.sum() < parameters.min_plane_share * len(xyz):
+        inliers = _largest_plane(centres[rest], parameters.plane_distance, rng)
+        if weights[rest[inliers]].sum() < parameters.min_plane_share * total:
             break
-        plane = rest[inliers]
-        pieces += _split(plane, voxel_components(xyz[plane], parameters.voxel))
+        members = rest[inliers]
+        pieces = voxel_components(centres[members], 2 * parameters.voxel)  # the floor either side of a table
+        plane[members] = label + pieces
+        label += int(pieces.max()) + 1
         rest = rest[~inliers]
-    pieces += _split(rest, voxel_components(xyz[rest], parameters.voxel))
-    for label, index in enumerate(p for p in pieces if len(p) >= parameters.min_points):
-        labels[index] = label
-    return labels.astype(np.int32)
-
-
-def _split(indices: np.ndarray, components: np.ndarray) -> list[np.ndarray]:
-    order = np.argsort(components, kind="stable")
-    starts = np.flatnonzero(np.diff(components[order])) + 1
-    return np.split(indices[order], starts) if len(indices) else []
+    return plane
 
 
 def _largest_plane(xyz: np.ndarray, distance: float, rng: np.random.Generator) -> np.ndarray:
-    """Bool mask of the inliers of the plane with the most of them (module docstring, step 1)."""
+    """Bool mask of the inliers of the plane with the most of them (module docstring, step 2)."""
     sample = xyz[rng.choice(len(xyz), size=min(len(xyz), RANSAC_SAMPLE), replace=False)]
     triples = sample[rng.integers(0, len(sample), size=(RANSAC_TRIALS, 3))]
     normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
