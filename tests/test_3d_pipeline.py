@@ -27,7 +27,9 @@ def test_query_cli_text_image_and_interleaved(pipeline: dict[str, Path], monkeyp
 
     scene, field_dir = pipeline["scene"], pipeline["field"]
     # No --checkpoint: the command reads the one embed-frames recorded in the export.
-    assert main(["query", "--field", str(field_dir), "mug", "--top-k", "2", "--threshold", "0.5"]) == 0
+    # the tiny test interface is not calibrated: --acceptance 0 takes each query's best instance
+    assert main(["query", "--field", str(field_dir), "mug", "--top-k", "2", "--threshold", "0.5",
+                 "--acceptance", "0"]) == 0
     saved = np.load(field_dir / "query.npz")
     indices, scores = saved["indices"], saved["scores"]
     assert np.all(scores >= 0.5) and np.all(np.diff(scores) <= 0)
@@ -44,7 +46,8 @@ def test_query_cli_text_image_and_interleaved(pipeline: dict[str, Path], monkeyp
 
     # The Python API is the same call.
     interface = find3d.Interface.from_checkpoint(pipeline["checkpoint"], device="cpu")
-    result = find3d.Field.load(field_dir).query("mug", interface=interface, threshold=0.5, top_k_frames=2)
+    result = find3d.Field.load(field_dir).query("mug", interface=interface, threshold=0.5, top_k_frames=2,
+                                                acceptance=0.0)
     np.testing.assert_array_equal(result.indices, indices)
 
     # An image crop, and an interleaved query whose reference is resolved from the working directory.
@@ -53,10 +56,30 @@ def test_query_cli_text_image_and_interleaved(pipeline: dict[str, Path], monkeyp
     monkeypatch.chdir(pipeline["root"])
     for name, args in (("image", ["--image", "crop.png"]), ("interleaved", ["the mug next to <image:crop.png>"])):
         out = pipeline["root"] / name
-        assert main(["query", "--field", str(field_dir), *args, "--out", str(out), "--top-k", "1"]) == 0
+        assert main(["query", "--field", str(field_dir), *args, "--out", str(out), "--top-k", "1",
+                     "--acceptance", "0"]) == 0
         assert len(read_ply(out / "mask.ply")[0]) == len(np.load(out / "query.npz")["indices"])
         assert len(json.loads((out / "frames.json").read_text())["frames"]) == 1
     assert main(["query", "--field", str(field_dir)]) == 2  # neither text nor --image: a usage error
+
+
+@pytest.mark.slow
+def test_query_cli_says_not_found(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing reaches the acceptance: no points, "not found" printed and written, and one picture of the closest
+    instance with the verdict on it instead of relevancy pictures. (The query is its own negative, so no
+    instance scores above 0.5, whatever the tiny test interface makes of it.)"""
+    from find3d.query.field import read_ply
+
+    out = pipeline["root"] / "absent"
+    assert main(["query", "--field", str(pipeline["field"]), "the duck", "--negatives", "the duck",
+                 "--acceptance", "0.6", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("no 'the duck' in this scene (closest: the "), printed
+    answer = json.loads((out / "frames.json").read_text())
+    assert answer["found"] is False and answer["points"] == 0 and answer["frames"] == []
+    assert answer["closest"]["name"] and 0.0 <= answer["closest"]["score"] < 1.0
+    assert len(np.load(out / "query.npz")["indices"]) == 0 and len(read_ply(out / "mask.ply")[0]) == 0
+    assert not list(out.glob("relevancy_*.png")) and len(list(out.glob("not_found_*.png"))) == 1
 
 
 @pytest.mark.slow
@@ -76,4 +99,16 @@ def test_eval_3d(pipeline: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
         attributes = report["attributes"]["queries"]
         assert attributes and all(0.0 <= r["iou"] <= 1.0 for r in attributes)
         assert report["attributes"]["target_iou"] == pytest.approx(np.mean([r["iou"] for r in attributes]))
+        instances = report["instances"]
+        for key in ("ap25_agnostic", "ap50_agnostic", "ap25_mean_category", "ap50_mean_category"):
+            assert 0.0 <= instances[key] <= 1.0, key
+        assert instances["ap25_agnostic"] >= instances["ap50_agnostic"] and instances["gt_instances"] >= 5
+        absent = report["absent"]
+        asked = {row["query"] for row in absent["queries"]}
+        assert {"the laptop", "a screwdriver"} <= asked and not asked & {f"the {c}" for c in categories}
+        assert absent["not_found_share"] == pytest.approx(np.mean([not row["found"] for row in absent["queries"]]))
+        assert 0.0 <= report["present_found_share"] <= 1.0
     assert "| miou |" in printed and (pipeline["field"] / "fusion" / "meta.json").is_file()
+    assert "| instance ap50_agnostic |" in printed and "answered 'not found'" in printed
+    fusion = json.loads((pipeline["field"] / "fusion" / "meta.json").read_text())
+    assert fusion["segments"]["count"] > 0  # the map's own instances, from the frames' masks

@@ -152,6 +152,21 @@ def test_instance_ap_with_a_duplicate_detection() -> None:
     assert math.isnan(results["APl"])  # no large object: COCO's -1
 
 
+def test_instance_ap_at_chosen_thresholds_with_a_crowd_region() -> None:
+    """ScanNet-style AP25 / AP50: a detection covering a cup with IoU 0.4 is a hit at 0.25 and a false alarm
+    at 0.5; a detection lying on a crowd region (the table) is neither."""
+    a, b = _two_object_image()
+    wide = _box((40, 40), slice(0, 10), slice(0, 25))  # all of cup a's 100 pixels in 250: IoU 0.4
+    evaluator = InstanceEvaluator(categories=[CUP], iou_thresholds=(0.25, 0.5))
+    evaluator.update(np.stack([a, b]), [CUP, CUP], np.stack([b, wide, b]), [0.9, 0.8, 0.1], [CUP, CUP, CUP],
+                     gt_iscrowd=[False, True])
+    by_threshold = evaluator.at_thresholds()
+    assert by_threshold[0.25]["mean"] == pytest.approx(100.0)  # the crowd-matched detections are ignored
+    assert by_threshold[0.5]["mean"] == pytest.approx(0.0) and by_threshold[0.5]["per_category"] == {CUP: 0.0}
+    with pytest.raises(InputError, match="iou_thresholds"):
+        InstanceEvaluator(categories=[CUP]).at_thresholds()
+
+
 def test_instance_without_detections_scores_zero() -> None:
     a, _ = _two_object_image()
     evaluator = InstanceEvaluator(categories=[CUP])

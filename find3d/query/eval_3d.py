@@ -24,10 +24,27 @@ relevancy >= ``--threshold``); a category's metrics are means over its phrasings
   whose nearest other object is nearer to it than to the category's other instances, "the mug next
   to the duck" (text) and "the mug next to <image:0>" (that object's instance mask in the held-out
   view that shows most of it): the IoU on GT points of ``answer()``'s target mask with the instance.
+  With ``make-scene --clutter``, also "the ball on the tray" for every thing resting on another whose
+  category is unique in the scene.
 - Attributes: "the red mug" for every thing instance whose colour no other instance of its category
   shares (ground_truth/objects.json's colour word); the IoU on GT points of ``answer()``'s mask with
   that instance. ``twin_iou`` averages the queries whose category has another instance, where only
   the colour tells them apart.
+
+- Present objects found: the share of those category queries (both phrasings) whose answer found
+  anything (``QueryResult.found``); a query not found scores IoU 0.
+- Absent objects: every thing category of the interface's vocabulary that the scene lacks ("the mug"
+  on a table without one) and the ``OUT_OF_VOCABULARY`` phrases ("the laptop"), each answered by
+  ``Field.query``; ``not_found_share`` is the share answered "not found".
+- 3D instance AP (ScanNet's AP25 / AP50) of the method's instances (``Field.segments``), on GT points:
+  each GT point takes the instance of its nearest method point (as IoU above), a GT thing instance is
+  a mask over GT points, and so is a predicted instance (those without GT points, on floor or wall,
+  are left out). Scores: the instance's class probability, a softmax (temperature 10) of its mean
+  embedding's cosines with the interface's vocabulary; its class is the argmax. Class-agnostic AP
+  matches every prediction to every thing; per-category AP matches predictions of a class to things
+  of that class, averaged over the categories present. Computed by pycocotools' COCOeval on a
+  one-row "image" of GT points; the table is a crowd (ignore) region, so a prediction on it is
+  neither a hit nor a false alarm.
 
 Fusion baseline (no field): every training frame's stored 2D embeddings are back-projected with the
 frame's ground-truth depth and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
@@ -47,6 +64,7 @@ import numpy as np
 
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_write_json, read_json
+from find3d.query.field import ACCEPTANCE
 
 #: how a user might ask for each category besides "the <category>" (synonyms, not the training words)
 PHRASINGS: dict[str, str] = {
@@ -56,6 +74,10 @@ PHRASINGS: dict[str, str] = {
     "toy car": "the race car", "bunny": "the rabbit", "ring": "the torus", "stone": "the rock",
     "table": "the tabletop",
 }
+#: things no make-scene table holds and the interface never learnt, asked as absent objects (none of them is
+#: in the calibration of ``find3d.query.field.SAME_CLASS_COSINE``: bench/calibrate_absent.py)
+OUT_OF_VOCABULARY = ("the laptop", "a screwdriver", "the coffee machine", "a pair of scissors", "the smartphone",
+                     "a banana", "the houseplant", "the wine glass")
 MIN_VISIBLE = 0.002  # share of a view's pixels an object must cover to count as visible
 MATCH_DISTANCE = 0.05  # metres: about the spacing of a 50k-point export of a tabletop; farther = no surface
 
@@ -141,7 +163,8 @@ def localised(field: Any, relevancy: np.ndarray, frame_index: int, mask: np.ndar
 
 
 def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: float, match_distance: float,
-             retrieval: dict[str, list[np.ndarray]] | None = None, objects: bool = True) -> dict[str, Any]:
+             retrieval: dict[str, list[np.ndarray]] | None = None, objects: bool = True,
+             acceptance: float = ACCEPTANCE) -> dict[str, Any]:
     """Every metric of the module docstring for one method.
 
     ``embeddings``: category -> (query, negatives), or a list of them (one per phrasing);
@@ -158,11 +181,12 @@ def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: fl
         phrasings = [phrasings] if isinstance(phrasings, tuple) else list(phrasings)
         vectors = (retrieval or {}).get(category) or [None] * len(phrasings)
         rows = [_one_query(field, scene, query, negatives, vector, ids, threshold, match, frame_index, visible,
-                           heldout, objects) for (query, negatives), vector in zip(phrasings, vectors)]
+                           heldout, objects, acceptance) for (query, negatives), vector in zip(phrasings, vectors)]
         per_category[category] = {
             "iou": float(np.mean([r["iou"] for r in rows])),
             "iou_per_phrasing": [r["iou"] for r in rows],
             "localisation": {"correct": sum(r["correct"] for r in rows), "views": sum(r["views"] for r in rows)},
+            "found": [r["found"] for r in rows],
             **{f"{key}": float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith("frame_")},
         }
     return {"per_category": per_category, **_summary(per_category)}
@@ -175,8 +199,8 @@ RRF_K = 2.0  # reciprocal-rank fusion constant: small, so a frame near the top o
 def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarray | None,
                vector: np.ndarray | None, ids: list[int], threshold: float, match: np.ndarray,
                frame_index: dict[str, int], visible: dict[str, set[int]], heldout: list[str],
-               objects: bool) -> dict[str, Any]:
-    result = field.query(query, negatives, threshold, top_k_frames=0, objects=objects)
+               objects: bool, acceptance: float) -> dict[str, Any]:
+    result = field.query(query, negatives, threshold, top_k_frames=0, objects=objects, acceptance=acceptance)
     relevancy, order = result.relevancy, result.indices
     count = len(field.frames)
     rankings = {"visibility": [hit.index for hit in field.rank_frames(relevancy, order, top_k=count)]}
@@ -189,7 +213,7 @@ def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarra
     paths = [entry["file_path"] for entry in field.frames]
     chosen = np.zeros(len(field.points), bool)
     chosen[order] = True
-    row: dict[str, Any] = {"iou": iou_per_category(chosen, scene, ids, match)}
+    row: dict[str, Any] = {"iou": iou_per_category(chosen, scene, ids, match), "found": result.found}
     for name, ranked in rankings.items():
         seen = [bool(visible[paths[i]] & set(ids)) for i in ranked[:5]]
         prefix = "frame" if name == "visibility" else f"frame_{name}"
@@ -209,13 +233,84 @@ def _summary(per_category: dict[str, dict[str, Any]]) -> dict[str, float]:
     rows = list(per_category.values())
     correct = sum(r["localisation"]["correct"] for r in rows)
     views = sum(r["localisation"]["views"] for r in rows)
+    found = [f for r in rows for f in r["found"]]
     summary = {"miou": float(np.mean([r["iou"] for r in rows])) if rows else 0.0,
                "min_iou": float(min(r["iou"] for r in rows)) if rows else 0.0,
-               "localisation_accuracy": correct / views if views else 0.0}
+               "localisation_accuracy": correct / views if views else 0.0,
+               "present_found_share": float(np.mean(found)) if found else 0.0}
     for key in (rows[0] if rows else {"frame_top1": 0, "frame_top5": 0}):
         if key.startswith("frame_"):
             summary[key] = float(np.mean([r[key] for r in rows])) if rows else 0.0
     return summary
+
+
+# ------------------------------------------------------------------------------------ instances
+AP_THRESHOLDS = (0.25, 0.5)
+INSTANCE_METRICS = ("ap25_agnostic", "ap50_agnostic", "ap25_mean_category", "ap50_mean_category")
+AGNOSTIC = 1  # the one category of class-agnostic AP
+
+
+def instance_ap(field: Any, scene: Scene, interface: Any, match: np.ndarray) -> dict[str, Any]:
+    """3D instance AP at IoU 0.25 / 0.5 on GT points (module docstring): class-agnostic and per category."""
+    from find3d.evaluation.instance import InstanceEvaluator
+
+    labels = field.segments
+    predicted = np.where(match >= 0, labels[np.maximum(match, 0)], -1)  # each GT point's predicted instance
+    present = np.unique(predicted[predicted >= 0])
+    masks = (predicted[None, None, :] == present[:, None, None])  # (P, 1, n): pixels = GT points
+    vectors = field.segment_vectors()[present]
+    cosines = vectors @ interface.vocabulary_vectors().T
+    probabilities = np.exp(10.0 * (cosines - cosines.max(axis=1, keepdims=True)))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    names = interface.class_names
+    classes, scores = probabilities.argmax(axis=1), probabilities.max(axis=1)
+    things = {i: o for i, o in scene.objects.items() if o.get("isthing") and np.any(scene.gt_object == i)}
+    truth = np.stack([(scene.gt_object == i)[None] for i in things]) if things else np.zeros((0, 1, len(match)), bool)
+    # the table is a crowd region: predictions on it are neither hits nor false alarms (ScanNet's ignore)
+    table = [i for i, o in scene.objects.items() if o["category"] == "table" and np.any(scene.gt_object == i)]
+    crowd = np.stack([(scene.gt_object == i)[None] for i in table]) if table else np.zeros((0, 1, len(match)), bool)
+    category_ids = {name: k + 1 for k, name in enumerate(names)}
+    agnostic = InstanceEvaluator([AGNOSTIC], AP_THRESHOLDS)
+    agnostic.update(np.concatenate([truth, crowd]), [AGNOSTIC] * (len(truth) + len(crowd)), masks, scores,
+                    [AGNOSTIC] * len(masks), [False] * len(truth) + [True] * len(crowd))
+    per_category = InstanceEvaluator(sorted(category_ids.values()), AP_THRESHOLDS)
+    gt_categories = [category_ids[o["category"]] for o in things.values()]
+    crowd_categories = sorted(set(gt_categories))  # the table is ignored in every evaluated category
+    per_category.update(np.concatenate([truth, *[crowd] * len(crowd_categories)]) if len(crowd) else truth,
+                        gt_categories + [c for c in crowd_categories for _ in crowd],
+                        masks, scores, [category_ids[names[c]] for c in classes],
+                        [False] * len(truth) + [True] * (len(crowd) * len(crowd_categories)))
+    ids_to_name = {v: k for k, v in category_ids.items()}
+    out: dict[str, Any] = {"instances": len(present), "gt_instances": len(things)}
+    by_category = per_category.at_thresholds()
+    for threshold, agnostic_ap in agnostic.at_thresholds().items():
+        per = by_category[threshold]
+        key = f"ap{round(threshold * 100)}"
+        out[f"{key}_agnostic"] = agnostic_ap["mean"] / 100
+        out[f"{key}_per_category"] = {ids_to_name[c]: v / 100 for c, v in per["per_category"].items()}
+        out[f"{key}_mean_category"] = per["mean"] / 100
+    return out
+
+
+def absent_queries(scene: Scene, interface: Any) -> list[str]:
+    """Queries for what the scene does not hold: every catalogue thing category it lacks, and
+    ``OUT_OF_VOCABULARY`` phrases."""
+    present = {o["category"] for o in scene.objects.values()}
+    missing = [name for name, thing in zip(interface.class_names, interface.isthing) if thing and name not in present]
+    return [f"the {name}" for name in missing] + list(OUT_OF_VOCABULARY)
+
+
+def evaluate_absent(field: Any, interface: Any, queries: list[str], threshold: float,
+                    acceptance: float = ACCEPTANCE) -> dict[str, Any]:
+    """Share of absent-object queries answered "not found" (``Field.query``'s whole-object answer)."""
+    rows = []
+    for text in queries:
+        result = field.query(text, interface=interface, threshold=threshold, top_k_frames=0, acceptance=acceptance)
+        rows.append({"query": text, "found": result.found,
+                     "closest": None if result.closest is None else
+                     {"name": result.closest.name, "score": result.closest.score}})
+    rejected = [not r["found"] for r in rows]
+    return {"queries": rows, "not_found_share": float(np.mean(rejected)) if rows else None}
 
 
 # ------------------------------------------------------------------------------------ interleaved
@@ -244,6 +339,21 @@ def interleaved_queries(scene: Scene) -> list[dict[str, Any]]:
         if area > 0:
             out.append({"target": target, "category": category, "anchor": anchor, "anchor_category": other,
                         "text": f"the {category} next to <image:0>", "view": view})
+    return out + _on_queries(things, names)
+
+
+def _on_queries(things: dict[int, dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """"the ball on the tray" for every thing resting on another (``make-scene --clutter``'s contacts) whose
+    support is the only one of its category, so the anchor is unambiguous."""
+    out = []
+    for target, entry in things.items():
+        contact = entry.get("contact") or {}
+        support = things.get(int(contact.get("partner", 0)))
+        if contact.get("kind") != "on" or support is None or names.count(support["category"]) != 1:
+            continue
+        out.append({"target": target, "category": entry["category"], "anchor": int(contact["partner"]),
+                    "anchor_category": support["category"],
+                    "text": f"the {entry['category']} on the {support['category']}"})
     return out
 
 
@@ -263,7 +373,7 @@ def attribute_queries(scene: Scene) -> list[dict[str, Any]]:
 
 
 def evaluate_targets(field: Any, scene: Scene, interface: Any, tasks: list[dict[str, Any]], threshold: float,
-                     match_distance: float, objects: bool = True) -> dict[str, Any]:
+                     match_distance: float, objects: bool = True, acceptance: float = ACCEPTANCE) -> dict[str, Any]:
     """IoU of ``answer()``'s target with each task's intended instance (``interleaved_queries``,
     ``attribute_queries``), per query and in the mean; ``twin_iou``: the mean over the queries whose
     category has another instance in the scene (the ones a category answer cannot get right)."""
@@ -280,7 +390,7 @@ def evaluate_targets(field: Any, scene: Scene, interface: Any, tasks: list[dict[
             images = [np.asarray(Image.open(scene.root / task["view"]).convert("RGB"))]
             masks = [scene.instances(task["view"]) == task["anchor"]]
         result = answer(field, interface, task["text"], images=images, masks=masks, threshold=threshold, top_k=0,
-                        objects=objects)
+                        objects=objects, acceptance=acceptance)
         chosen = np.zeros(len(field.points), bool)
         chosen[result.result.indices] = True
         twins = len(instances[task["category"]]) - 1
@@ -322,7 +432,7 @@ def fusion_baseline(scene: Scene, field: Any, out: Path, voxel: float | None = N
     if len(fused) == 0:
         raise DataError(f"{scene.root}: no training view has depth; regenerate the scene.")
     write_export(out, fused.points(), fused.colors(), fused.features(), np.asarray(store.image_vectors),
-                 field.frames, code_dim=0,
+                 field.frames, code_dim=0, segments=fused.segments(),
                  extra={"scene": str(scene.root.resolve()), "checkpoint": store.meta.checkpoint,
                         "voxel": fused.voxel,
                         "method": "fusion baseline: stored 2D embeddings fused with GT depth (find3d.mapping)"})
@@ -340,8 +450,9 @@ def frame_samples(scene: Scene, store: Any, path: str) -> Any:
     frame = scene.frame(path)
     depth = np.asarray(Image.open(scene.root / frame["depth_file_path"])).astype(np.float64) / 1000.0
     camera = Intrinsics.from_transforms(scene.transforms)
-    return cell_samples(store.frame_features(store.index_of(path)), depth, camera,
-                        np.asarray(frame["transform_matrix"]), load_image(scene.root / path))
+    index = store.index_of(path)
+    return cell_samples(store.frame_features(index), depth, camera, np.asarray(frame["transform_matrix"]),
+                        load_image(scene.root / path), segments=store.frame_segments(index))
 
 
 # -------------------------------------------------------------------------------------------- CLI
@@ -354,8 +465,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-distance", type=float, default=MATCH_DISTANCE,
                         help="metres: farthest a method's point may be from a GT point to stand for it")
     parser.add_argument("--out", type=Path, default=None, help="folder for eval_3d.json and fusion/ (default: --field)")
+    parser.add_argument("--acceptance", type=float, default=ACCEPTANCE,
+                        help=f"least relevancy of a query's best instance for it to count as found (default "
+                             f"{ACCEPTANCE}, calibrated: bench/results/absent.md)")
     parser.add_argument("--points", action="store_true",
-                        help="select single points at relevancy >= --threshold instead of whole 3D segments")
+                        help="select single points at relevancy >= --threshold instead of whole 3D instances")
     parser.add_argument("--canonical-negatives", action="store_true",
                         help="score against LERF's 'object, things, stuff, texture' instead of the vocabulary")
 
@@ -383,24 +497,30 @@ def run(args: argparse.Namespace) -> int:
     from find3d.query.field import Field
     from find3d.query.run_query import load_interface
 
-    if args.match_distance <= 0 or not 0.0 <= args.threshold <= 1.0:
-        raise InputError("need --match-distance > 0 and 0 <= --threshold <= 1.")
+    if args.match_distance <= 0 or not 0.0 <= args.threshold <= 1.0 or not 0.0 <= args.acceptance <= 1.0:
+        raise InputError("need --match-distance > 0, 0 <= --threshold <= 1 and 0 <= --acceptance <= 1.")
     scene, field = Scene.load(args.scene), Field.load(args.field)
     interface = load_interface(field, args.checkpoint)
     embeddings, retrieval = query_embeddings(interface, scene, canonical=args.canonical_negatives)
     out = args.out or args.field
     baseline = fusion_baseline(scene, field, out / "fusion")
     results: dict[str, Any] = {"protocol": __doc__.split("Protocol", 1)[1].strip(), "threshold": args.threshold,
+                               "acceptance": args.acceptance,
                                "match_distance": args.match_distance,
                                "selection": "points" if args.points else "objects"}
     # built once for both methods: the interleaved tasks read the held-out views' instance masks
     targets = {"interleaved": interleaved_queries(scene), "attributes": attribute_queries(scene)}
+    absent = absent_queries(scene, interface)
     for name, method in (("field", field), ("fusion_baseline", baseline)):
         results[name] = evaluate(method, scene, embeddings, args.threshold, args.match_distance, retrieval,
-                                 objects=not args.points)
+                                 objects=not args.points, acceptance=args.acceptance)
+        results[name]["instances"] = instance_ap(method, scene, interface,
+                                                 nearest_match(method.points, scene.gt_xyz, args.match_distance))
+        results[name]["absent"] = evaluate_absent(method, interface, absent, args.threshold, args.acceptance)
         for key, tasks in targets.items():
             results[name][key] = evaluate_targets(method, scene, interface, tasks, args.threshold,
-                                                  args.match_distance, objects=not args.points)
+                                                  args.match_distance, objects=not args.points,
+                                                  acceptance=args.acceptance)
     atomic_write_json(out / "eval_3d.json", results)
     print(format_table(results))
     print(f"-> {out / 'eval_3d.json'}")
@@ -414,10 +534,19 @@ def format_table(results: dict[str, Any]) -> str:
     for category in results["field"]["per_category"]:
         values = [results[m]["per_category"][category]["iou"] for m in methods]
         lines.append(f"| IoU {category} | {values[0]:.3f} | {values[1]:.3f} |")
-    keys = ["miou", "min_iou", "localisation_accuracy"] + [k for k in results["field"] if k.startswith("frame_")]
+    keys = ["miou", "min_iou", "localisation_accuracy", "present_found_share"] + [
+        k for k in results["field"] if k.startswith("frame_")]
     for key in keys:
         if all(key in results[m] for m in methods):
             lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
+    for key in INSTANCE_METRICS:
+        if all(key in results[m].get("instances", {}) for m in methods):
+            values = [results[m]["instances"][key] for m in methods]
+            lines.append(f"| instance {key} | {values[0]:.3f} | {values[1]:.3f} |")
+    if all(results[m].get("absent", {}).get("not_found_share") is not None for m in methods):
+        count = len(results["field"]["absent"]["queries"])
+        values = [results[m]["absent"]["not_found_share"] for m in methods]
+        lines.append(f"| absent objects answered 'not found' ({count} queries) | {values[0]:.3f} | {values[1]:.3f} |")
     summaries = [target_summaries(results[m]) for m in methods]
     for (label, field_value, count), (_, fusion_value, _) in zip(*summaries):
         if field_value is not None and fusion_value is not None:
