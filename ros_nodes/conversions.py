@@ -119,10 +119,17 @@ def fill_pose(pose: Any, c2w_opengl: np.ndarray) -> Any:
     return pose
 
 
+def optical_frame_id(index: int) -> str:
+    """The TF name of frame ``index``'s camera optical frame (its pose in the world frame is ``Frame.pose``)."""
+    return f"find3d_frame_{index}_optical"
+
+
 def fill_camera_info(info: Any, hit: Any, header: Any) -> Any:
-    """Fill a ``sensor_msgs/CameraInfo`` with a frame's pinhole intrinsics (ROS pixel centres, no distortion)."""
+    """Fill a ``sensor_msgs/CameraInfo`` with a frame's pinhole intrinsics (ROS pixel centres, no distortion),
+    stamped like ``header`` but in the frame's own optical frame, as ROS's camera_info convention has it."""
     cx, cy = hit.cx - PIXEL_CENTRE_OFFSET, hit.cy - PIXEL_CENTRE_OFFSET
-    info.header = header
+    info.header.stamp = header.stamp
+    info.header.frame_id = optical_frame_id(hit.index)
     info.width, info.height = int(hit.width), int(hit.height)
     info.distortion_model = "plumb_bob"
     info.d = [0.0] * 5

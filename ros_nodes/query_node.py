@@ -88,7 +88,9 @@ def load(params: QueryNodeParameters) -> tuple[Any, Any]:
         raise InputError("parameter `field` is not set: pass -p field:=DIR (a `find3d export-field` folder), "
                          "or field:=DIR to the launch file.")
     field = Field.load(Path(params.field))
-    interface = load_interface(field, Path(params.checkpoint) if params.checkpoint else None, params.device)
+    interface = load_interface(field, Path(params.checkpoint) if params.checkpoint else None, params.device,
+                               option="the parameter checkpoint (-p checkpoint:=CKPT, or checkpoint:=CKPT to the "
+                                      "launch file)")
     return field, interface
 
 

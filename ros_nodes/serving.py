@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import Find3dError, InputError
+from find3d.query.field import ACCEPTANCE
 from find3d.query.objects import MIN_OBJECT_POINTS, OBJECT_VOXEL
 from ros_nodes.conversions import check_overrides, fill_camera_info, fill_cloud, fill_pose, request_images
 from ros_nodes.parameters import parameter
@@ -43,9 +44,12 @@ class AnswerParameters:
     top_k: int = parameter("Best frames per answer (a request's non-zero top_k wins).", 3, low=1, high=1000)
     negatives: list | None = parameter("Negative phrases relevancy is measured against; unset: find3d's default "
                                        "(as Field.query's negatives=None).", None, kind=list)
-    whole_objects: bool = parameter("Answer with whole 3D segments (objects cut from the planes they stand on, "
-                                    "scored by their mean embedding; the best one when none reaches the "
-                                    "threshold) instead of single points.", True)
+    whole_objects: bool = parameter("Answer with whole 3D instances (lifted from FIND's 2D masks, scored by their "
+                                    "mean embedding; the best one when none reaches the threshold but it reaches "
+                                    "acceptance, else 'not found') instead of single points.", True)
+    acceptance: float = parameter("Least relevancy of the best instance for a whole-object query to count as found; "
+                                  "below it the answer is 'not found' (calibrated for find3d's packaged interface: "
+                                  "bench/results/absent.md).", ACCEPTANCE, low=0.0, high=1.0)
     object_voxel: float = parameter("Voxel edge (m) within which selected points join one object.", OBJECT_VOXEL,
                                     low=1e-4, high=10.0)
     min_object_points: int = parameter("Least points an object keeps; smaller groups are dropped as speckle.",
@@ -55,7 +59,8 @@ class AnswerParameters:
         """``find3d.query.answer.answer``'s keyword arguments from these parameters (threshold and top_k
         come per request, see ``QueryServer``)."""
         return {"negatives": self.negatives, "object_voxel": self.object_voxel,
-                "min_object_points": self.min_object_points, "objects": self.whole_objects}
+                "min_object_points": self.min_object_points, "objects": self.whole_objects,
+                "acceptance": self.acceptance}
 
 
 def state_qos() -> Any:
@@ -126,7 +131,7 @@ class QueryServer:
             self.node.get_logger().error(f"query {request.query!r} failed: {err!r}")
             return self._refuse(response, request.query, f"internal error: {err!r}")
         header = self.header()
-        fill_response(response, result, points, colors, header)
+        fill_response(response, result, points, colors, header, request.query)
         if by_topic or any(publisher.get_subscription_count() for publisher in self.publishers.values()):
             self.publish(response, header)
         log = self.node.get_logger().info if by_topic else self.node.get_logger().debug
@@ -172,8 +177,10 @@ def object_message(obj: Any) -> Any:
     return message
 
 
-def fill_response(response: Any, result: Any, points: np.ndarray, colors: np.ndarray, header: Any) -> Any:
-    """A Query response from a ``find3d.query.answer.Answer`` over ``points`` / ``colors``."""
+def fill_response(response: Any, result: Any, points: np.ndarray, colors: np.ndarray, header: Any,
+                  query: str = "") -> Any:
+    """A Query response from a ``find3d.query.answer.Answer`` over ``points`` / ``colors``; an answer that
+    found nothing keeps ``success`` (the request was fine) with no points and a message saying so."""
     from find3d_interfaces.msg import EntityMask, Frame
 
     whole = result.result
@@ -194,6 +201,9 @@ def fill_response(response: Any, result: Any, points: np.ndarray, colors: np.nda
         frames.append(frame)
     response.frames = frames
     response.selected, response.total, response.threshold = len(whole.indices), len(points), whole.threshold
+    if not whole.found:  # the request was fine; the scene has no such thing, and the robot must hear it
+        response.message = whole.describe(query)
+        return response
     best = f"; best frame {frames[0].file_path} ({frames[0].score:.2f})" if frames else ""
     response.message = (f"{response.selected} of {response.total} points selected (threshold {whole.threshold:g}), "
                         f"{len(result.objects)} object(s){best}")

@@ -19,11 +19,15 @@ PARAMS_FILE = REPO / "configs" / "ros" / "query_node.yaml"
 pytestmark = pytest.mark.slow
 
 
+#: the tiny test interface is not the calibrated packaged one: every best instance counts as found
+ACCEPTANCE = 0.0
+
+
 @pytest.fixture(scope="module")
 def node(pipeline: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     """The query node on the pipeline's field, started as a launch file would (same parameters file)."""
-    process = start_node("query_node", {"field": pipeline["field"], "checkpoint": pipeline["checkpoint"]},
-                         tmp_path_factory.mktemp("ros_logs"), PARAMS_FILE)
+    process = start_node("query_node", {"field": pipeline["field"], "checkpoint": pipeline["checkpoint"],
+                                        "acceptance": ACCEPTANCE}, tmp_path_factory.mktemp("ros_logs"), PARAMS_FILE)
     yield process
     code, output = stop(process)
     assert code == 0 and "Traceback" not in output, output[-3000:]
@@ -73,9 +77,10 @@ def test_service_answers_equal_the_python_api(client, pipeline, crop) -> None:
         answer = call(ros, service, request(text, images, masks, threshold=0.5, top_k=2))
         assert answer.success, answer.message
         expected = answer_query(field, interface, text, images=images, masks=masks or None, threshold=0.5,
-                                top_k=2).result
+                                top_k=2, acceptance=ACCEPTANCE).result
         if text == "<image:0>" or "<" not in text:  # text and crop answers are Field.query's, point for point
-            direct = field.query(text, threshold=0.5, top_k_frames=2, interface=interface, images=images)
+            direct = field.query(text, threshold=0.5, top_k_frames=2, interface=interface, images=images,
+                                 acceptance=ACCEPTANCE)
             np.testing.assert_array_equal(direct.indices, expected.indices)
         cloud = read_cloud(answer.mask)
         assert answer.selected == len(expected.indices) == len(cloud["x"]) and answer.total == len(field)
@@ -91,6 +96,8 @@ def test_service_answers_equal_the_python_api(client, pipeline, crop) -> None:
                                      [orientation.x, orientation.y, orientation.z, orientation.w])
             np.testing.assert_allclose(optical_to_opengl(optical), poses[frame.file_path], atol=1e-6)
             assert frame.camera_info.width == 64 and frame.camera_info.k[2] == pytest.approx(31.5)
+            # the intrinsics are the camera's own optical frame's, as ROS's camera_info has them
+            assert frame.camera_info.header.frame_id == f"find3d_frame_{frame.index}_optical"
         # An interleaved query answers each entity too: the head's words, then the reference.
         assert [e.entity for e in answer.entities] == (["the mug", "<image:0>"] if "next" in text else [])
 
@@ -105,7 +112,7 @@ def test_objects_equal_the_python_api_and_bound_their_points(client, pipeline) -
     interface = find3d.Interface.from_checkpoint(pipeline["checkpoint"], device="cpu")
     # The tiny interface's relevancy is not meaningful; a threshold at its 80th percentile selects a fifth.
     threshold = float(np.quantile(field.query("mug", interface=interface).relevancy, 0.8))
-    expected = answer_query(field, interface, "mug", threshold=threshold)
+    expected = answer_query(field, interface, "mug", threshold=threshold, acceptance=ACCEPTANCE)
     answer = call(ros, service, request("mug", threshold=threshold))
     assert answer.success and answer.selected > 0, answer.message
     assert [obj.points for obj in answer.objects] == [len(obj.indices) for obj in expected.objects] != []
@@ -200,9 +207,41 @@ def test_bad_requests_are_refused_and_the_node_lives_on(client, node, crop) -> N
         assert not answer.success and answer.message, what
         assert "internal error" not in answer.message, (what, answer.message)
     assert "yuv422" in call(ros, service, bad["unknown encoding"]).message
+    syntax = call(ros, service, bad["unbalanced syntax"]).message  # in the service's own terms: images by position
+    assert "<image:N" in syntax and "path" not in syntax, syntax
     good = call(ros, service, request("mug", top_k=1))
     assert good.success and len(good.frames) == 1 and good.threshold == pytest.approx(0.5)  # the node's default
     assert node.poll() is None
+
+
+def test_not_found_is_an_answer_over_dds(pipeline, tmp_path: Path) -> None:
+    """An object the scene does not hold: the request was fine (success), nothing is selected, the message
+    says so and names the closest instance, and the latched mask topic empties. (A node whose negatives
+    hold the query itself: no instance scores above 0.5, whatever the tiny test interface makes of it.)"""
+    from find3d_interfaces.srv import Query
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    process = start_node("query_node", {"field": pipeline["field"], "checkpoint": pipeline["checkpoint"],
+                                        "negatives": "['the duck']", "acceptance": 0.6}, tmp_path / "logs",
+                         PARAMS_FILE, name="find3d_absent")
+    try:
+        with ros_client("test_absent_client") as ros:
+            service = ros.create_client(Query, "/find3d_absent/query")
+            assert service.wait_for_service(timeout_sec=90), "node did not come up"
+            latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.TRANSIENT_LOCAL)
+            masks: list = []
+            ros.create_subscription(PointCloud2, "/find3d_absent/mask", masks.append, latched)
+            absent = call(ros, service, request("the duck"))
+            assert absent.success and absent.selected == 0 and absent.mask.width == 0
+            assert absent.objects == [] and absent.frames == [] and absent.total > 0
+            assert absent.message.startswith("no 'the duck' in this scene (closest: the "), absent.message
+            assert wait_for(ros, lambda: bool(masks) and masks[-1].width == 0, timeout=30)  # the map shows none
+            assert process.poll() is None
+    finally:
+        code, output = stop(process)
+    assert code == 0 and "Traceback" not in output, output[-3000:]
 
 
 def test_parameters_are_declared_with_descriptors(client) -> None:
@@ -250,11 +289,13 @@ def test_start_up_failures_exit_1_with_one_clear_line(pipeline, tmp_path: Path) 
     cases = {"missing": {"field": tmp_path / "missing"},
              "not made with this interface": {"field": other, "checkpoint": pipeline["checkpoint"]},
              "is not the interface the field": {"field": retrained, "checkpoint": pipeline["checkpoint"]},
+             "-p checkpoint:=": {"field": pipeline["field"], "checkpoint": tmp_path / "no_such.pt"},
              "parameter `field` is not set": {}}
     for expected, parameters in cases.items():
         process = start_node("query_node", parameters, tmp_path / "logs", PARAMS_FILE)
         code, output = exited(process)
         assert code == 1 and expected in output and "Traceback" not in output, output[-2000:]
+        assert "--checkpoint" not in output, output[-2000:]  # a node's user sets parameters, not command flags
 
 
 def test_sigint_stops_the_node_cleanly(pipeline, tmp_path: Path) -> None:

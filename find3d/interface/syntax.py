@@ -27,6 +27,7 @@ from find3d.fileio import load_image
 
 _TOKEN = re.compile(r"<image:([^<>#]+)(?:#([^<>]+))?>")
 _FORM = "<image:path[#mask.png|#box=x0,y0,x1,y1]>"
+_INDEXED_FORM = "<image:N[#box=x0,y0,x1,y1]> (N: the position of the image sent with the query)"
 #: what a visual entity is called in the entry's sentence (its span), so the sentence stays readable
 PLACEHOLDER = "<image>"
 
@@ -42,10 +43,11 @@ def parse_query(text: str, base_dir: str | Path = ".", images: Sequence[Any] | N
     if masks is not None and (images is None or len(masks) not in (0, len(images))):
         raise InputError(f"masks: {len(masks)} given for {0 if images is None else len(images)} images; "
                          "pass none, or one per image (None for a whole image)")
+    form = _FORM if images is None else _INDEXED_FORM  # a ROS request names images by position, not path
     if not text.strip():
-        raise InputError("empty query: pass a phrase, an <image:path> reference, or both")
+        raise InputError(f"empty query: pass a phrase, a {form.split('[')[0]}> reference, or both")
     if text.count("<") != text.count(">"):
-        raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as {_FORM}")
+        raise InputError(f"query {text!r}: unbalanced '<' / '>'; write references as {form}")
     sentence, entities, cursor = "", [], 0
     for match in _TOKEN.finditer(text):
         sentence += text[cursor : match.start()]
@@ -59,7 +61,7 @@ def parse_query(text: str, base_dir: str | Path = ".", images: Sequence[Any] | N
         cursor = match.end()
     sentence += text[cursor:]
     if "<" in sentence.replace(PLACEHOLDER, ""):
-        raise InputError(f"query {text!r}: malformed reference; use {_FORM}")
+        raise InputError(f"query {text!r}: malformed reference; use {form}")
     return InterleaveEntry(sentence=" ".join(sentence.split()) if not entities else sentence, entities=entities)
 
 
