@@ -1,4 +1,4 @@
-"""Bad input tried as a new user would (issue 15): each case fails with one clear line, or is accepted
+"""Bad input tried as a new user would (issues 15 and 24): each case fails with one clear line, or is accepted
 with the meaning a user expects, instead of a traceback or a silent wrong answer."""
 
 from __future__ import annotations
@@ -421,3 +421,90 @@ def test_a_run_trained_with_relative_paths_works_from_any_directory(pipeline: di
                     elsewhere)
     assert rendered.returncode == 0, rendered.stdout[-2000:] + rendered.stderr[-2000:]
     assert list((elsewhere / "renders").glob("*.jpg"))
+
+
+# ============================================================================ second sweep (issue 24)
+# ------------------------------------------------------------------------------- data loss: export-field
+def _export(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "find3d"), "export-field", "--config", str(config), "--out", str(out)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_mid_write(config: Path, out: Path) -> Path:
+    """Run export-field into ``out`` and SIGKILL it as soon as it has written a features.f16 (as the issue did;
+    wherever it writes it); returns the staging folder it was writing in, if any, checked to be incomplete."""
+    import signal
+    import time
+
+    started = time.time_ns()
+    process = _export(config, out)
+    staging = out.with_name(f".{out.name}.tmp-{process.pid}")
+    deadline = time.monotonic() + 300
+    while not any(path.is_file() and path.stat().st_mtime_ns > started
+                  for path in (staging / "features.f16", out / "features.f16")):
+        assert process.poll() is None, f"export-field ended before it was killed: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "export-field never wrote features.f16"
+        time.sleep(0.0005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (staging / "meta.json").exists()  # killed mid-write, not after
+    return staging
+
+
+def _answer(field_dir: Path, interface) -> tuple[np.ndarray, np.ndarray]:
+    from find3d.query import Field
+
+    result = Field.load(field_dir).query("the mug", interface=interface, top_k_frames=2)
+    return result.relevancy, np.array([hit.index for hit in result.frames])
+
+
+@pytest.mark.slow
+def test_a_killed_export_leaves_the_old_field_whole_or_no_field(pipeline: dict[str, Path], interface,
+                                                               tmp_path: Path) -> None:
+    from find3d.field.export import write_export
+    from find3d.query import Field
+
+    config = next((pipeline["root"] / "runs").glob("*/find-field/*/config.yml"))
+    old = tmp_path / "field"
+    shutil.copytree(pipeline["field"], old)
+    (old / "notes.txt").write_text("the user's own file")
+    files = {path.name: path.read_bytes() for path in old.iterdir()}
+    relevancy, frames = _answer(old, interface)
+    # Re-export into the existing field, killed after features.f16 was written: the old field is untouched.
+    _kill_mid_write(config, old)
+    assert {path.name: path.read_bytes() for path in old.iterdir()} == files
+    after, after_frames = _answer(old, interface)
+    np.testing.assert_array_equal(after, relevancy)
+    np.testing.assert_array_equal(after_frames, frames)
+    # Into a new folder: no field at all, not a half one.
+    new = tmp_path / "new"
+    leftover = _kill_mid_write(config, new)
+    assert not new.exists()
+    with pytest.raises(DataError, match="not found"):
+        Field.load(new)
+    # The next export there removes the killed run's staging folder; a complete one replaces the old field
+    # whole and keeps what else the folder holds.
+    field = Field.load(old)
+    write_export(new, field.points, field.colors, np.asarray(field.features, np.float32),
+                 np.asarray(field.image_vectors, np.float32), field.frames, code_dim=4)
+    assert not leftover.exists() and len(Field.load(new)) == len(field)
+    write_export(old, field.points[:50], field.colors[:50], np.asarray(field.features[:50], np.float32),
+                 np.asarray(field.image_vectors, np.float32), field.frames, code_dim=4)
+    assert len(Field.load(old)) == 50 and (old / "notes.txt").read_text() == "the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["field", "new"]  # no staging folder left
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(small_scene: Path, tmp_path: Path) -> None:
+    from find3d.field.export import write_export
+
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    before = sorted(p.name for p in scene.iterdir())
+    frame = {"file_path": "images/a.png", "c2w": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 50.0,
+             "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+    with pytest.raises(InputError, match=r"holds files but no field export .*pass a new or empty folder"):
+        write_export(scene, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), np.eye(3, 8, dtype=np.float32),
+                     np.ones((1, 8), np.float32), [frame], code_dim=0)
+    assert sorted(p.name for p in scene.iterdir()) == before
+
+
