@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -506,5 +507,47 @@ def test_export_refuses_a_folder_that_is_not_an_export(small_scene: Path, tmp_pa
         write_export(scene, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), np.eye(3, 8, dtype=np.float32),
                      np.ones((1, 8), np.float32), [frame], code_dim=0)
     assert sorted(p.name for p in scene.iterdir()) == before
+
+
+# ------------------------------------------------------------------------------ silent wrong answers
+@pytest.fixture(scope="module")
+def packaged():
+    import find3d
+    from find3d.demo import PACKAGED_INTERFACE
+
+    return find3d.Interface.from_checkpoint(PACKAGED_INTERFACE, device="cpu")
+
+
+def test_a_long_query_answers_what_it_reads(packaged, tmp_path: Path) -> None:
+    """"mug " * 450 (1813 characters with the class prompt, 457 tokens) answered the robot: all-MiniLM-L6-v2 was
+    trained on at most 256 word pieces, and the interface read its drifting tokens past that as "robot"."""
+    from find3d.errors import Find3dWarning
+    from find3d.field.export import write_export
+    from find3d.query import Field
+
+    names = ("mug", "robot", "cube", "table")
+    vectors = packaged.vocabulary_vectors()[[packaged.class_names.index(n) for n in names]]
+    xyz = np.random.default_rng(0).uniform(-0.5, 0.5, (4 * len(names), 3)).astype(np.float32)
+    frame = {"file_path": "images/a.png", "c2w": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 50.0,
+             "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+    write_export(tmp_path / "field", xyz, np.full_like(xyz, 0.5), np.repeat(vectors, 4, axis=0), vectors[:1], [frame],
+                 code_dim=0)
+    field = Field.load(tmp_path / "field")
+
+    def selected(text: str) -> list[str]:
+        indices = field.query(text, interface=packaged, objects=False, top_k_frames=0).indices
+        return sorted({names[i // 4] for i in indices})
+
+    assert selected("mug") == ["mug"]
+    with pytest.warns(Find3dWarning) as caught:
+        assert selected("mug " * 450) == ["mug"]
+    (message,) = [str(w.message) for w in caught]
+    kept, ignored = (int(n) for n in re.search(r"only the first (\d+) characters .* the remaining (\d+) are ignored",
+                                               message).groups())
+    assert "text of 1813 characters" in message and "(256 tokens)" in message
+    assert kept + ignored == 1813 and 0 < kept < 1813
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Find3dWarning)
+        assert selected("mug " * 200) == ["mug"]  # 813 characters, 207 tokens: read whole, nothing to say
 
 
