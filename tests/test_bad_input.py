@@ -551,3 +551,47 @@ def test_a_long_query_answers_what_it_reads(packaged, tmp_path: Path) -> None:
         assert selected("mug " * 200) == ["mug"]  # 813 characters, 207 tokens: read whole, nothing to say
 
 
+def test_a_nan_pose_is_refused_where_the_scene_is_read(small_scene: Path, tmp_path: Path) -> None:
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"][2]["transform_matrix"][1][3] = float("nan")
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    name = meta["frames"][2]["file_path"]
+    expected = rf"transforms\.json: frames\[2\] \({name}\) has a transform_matrix with NaN or infinite entries"
+    with pytest.raises(DataError, match=expected):
+        embed_frames(scene, Embedder(1))
+    assert not (scene / STORE_DIRNAME).exists()
+
+
+@pytest.mark.slow
+def test_ns_train_refuses_a_nan_pose(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    scene = tmp_path / "scene"
+    shutil.copytree(pipeline["scene"], scene)  # embedded: only the pose is wrong
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"][2]["transform_matrix"][0][3] = float("inf")
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    result = _run([str(BIN / "ns-train"), "find-field", "--data", str(scene), "--max-num-iterations", "1",
+                   "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs")], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ns-train find-field: error: ") and f"frames[2] ({meta['frames'][2]['file_path']})" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_images_are_refused_by_every_interface_method(interface, value: float) -> None:
+    image = np.full((32, 32, 3), 0.5, np.float32)
+    image[3, 4, 1] = value
+    calls = {"ground": lambda: interface.ground(image, "robot"), "segment": lambda: interface.segment(image),
+             "interact": lambda: interface.interact(image, points=[(5, 5)]),
+             "embed_pixels": lambda: interface.embed_pixels(image), "embed_image": lambda: interface.embed_image(image),
+             "encode_query": lambda: interface.encode_query(image),
+             "retrieve": lambda: interface.retrieve([image], "a robot")}
+    for name, call in calls.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not even a numpy cast warning on the way
+            with pytest.raises(InputError, match=r"1 of 3072 values are NaN or infinite; pass finite values"):
+                call()
+        assert name  # (named for the failure report)
+
+

@@ -223,7 +223,7 @@ def fit_pca(samples: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, floa
 
 
 def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The ``frames`` of ``SCENE/transforms.json`` (validated: each has a file_path and a 4x4 transform)."""
+    """The ``frames`` of ``SCENE/transforms.json`` (validated: each has a file_path and a finite 4x4 transform)."""
     path = Path(scene_dir) / "transforms.json"
     if not path.is_file():
         raise DataError(f"{path}: not found; point --data at a nerfstudio scene (e.g. from `find3d make-scene`).")
@@ -235,6 +235,10 @@ def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
         matrix = np.asarray(frame.get("transform_matrix", []), dtype=float) if isinstance(frame, dict) else None
         if matrix is None or "file_path" not in frame or matrix.shape != (4, 4):
             raise DataError(f"{path}: frames[{i}] needs a file_path and a 4x4 transform_matrix; regenerate the scene.")
+        if not np.isfinite(matrix).all():
+            # nerfstudio would take it and train on NaN poses (its auto-orient and scale become NaN too)
+            raise DataError(f"{path}: frames[{i}] ({frame['file_path']}) has a transform_matrix with NaN or infinite "
+                            "entries; fix that frame's pose or remove the frame from transforms.json.")
     return frames
 
 
