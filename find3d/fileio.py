@@ -230,6 +230,10 @@ def as_rgb_array(image: Any, name: str = "image") -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise InputError(f"{name}: {bad} of {array.size} values are NaN or infinite; pass finite values in "
+                             "[0, 1] (e.g. np.nan_to_num(image) or fill the holes first).")
         if array.min() < 0.0 or array.max() > 1.0:
             raise InputError(f"{name}: float images must lie in [0, 1]; got [{array.min():.3g}, {array.max():.3g}].")
         return (array * 255.0 + 0.5).astype(np.uint8)

@@ -595,3 +595,18 @@ def test_non_finite_images_are_refused_by_every_interface_method(interface, valu
         assert name  # (named for the failure report)
 
 
+# ----------------------------------------------------------------------------------------- tracebacks
+def test_query_checks_out_before_the_work(field, tiny_checkpoint: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    argv = ["query", "--field", str(field.root), "--checkpoint", str(tiny_checkpoint), "table"]
+    assert main([*argv, "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == (f"find3d query: error: --out {taken}: is a file; pass a folder for mask.ply, "
+                                       "query.npz, frames.json and the PNGs.\n")
+    assert main([*argv, "--out", "/sys/find3d-test/out"]) == 2  # a folder no one may write into, root included
+    err = capsys.readouterr().err
+    assert err.startswith("find3d query: error: --out /sys/find3d-test/out: cannot write into /sys (")
+    assert err.endswith("); pass an --out folder you can write to.\n")
+
+
