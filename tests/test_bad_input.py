@@ -610,3 +610,12 @@ def test_query_checks_out_before_the_work(field, tiny_checkpoint: Path, tmp_path
     assert err.endswith("); pass an --out folder you can write to.\n")
 
 
+@pytest.mark.parametrize("command", ["make-scene", "make-data"])
+def test_a_negative_seed_is_refused_before_any_folder(command: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main([command, "--out", str(out), "--seed", "-1", "--size", "32"]) == 2
+    assert capsys.readouterr().err == f"find3d {command}: error: seed: got -1; pass an integer >= 0\n"
+    assert not out.exists()
+
+
