@@ -619,3 +619,24 @@ def test_a_negative_seed_is_refused_before_any_folder(command: str, tmp_path: Pa
     assert not out.exists()
 
 
+# ------------------------------------------------------------------------------------ unclear messages
+def test_box_errors_say_the_format_and_a_box_partly_outside_is_clipped(tmp_path: Path) -> None:
+    from find3d.errors import Find3dWarning
+    from find3d.interface.syntax import parse_query
+
+    Image.fromarray(np.zeros((200, 256, 3), np.uint8)).save(tmp_path / "ref.png")
+    form = r"write #box=x0,y0,x1,y1 in pixels of the 256x200 image \(left, top, right, bottom edges; x0 < x1, y0 < y1\)"
+    cases = {"10,10,5,5": rf"#box=10,10,5,5 has no area \(x0 < x1 and y0 < y1 are needed\); {form}, e\.g\. "
+                          r"#box=5,5,10,10$",
+             "300,300,400,400": rf"#box=300,300,400,400 lies outside the 256x200 image; {form}$",
+             "1,2,3": rf"#box=1,2,3 is not four numbers; {form}, e\.g\. #box=10,10,50,40$"}
+    for box, expected in cases.items():
+        with pytest.raises(InputError, match=expected):
+            parse_query(f"the mug next to <image:ref.png#box={box}>", tmp_path)
+    with pytest.warns(Find3dWarning, match=r"#box=-50,-50,100,100 reaches outside the 256x200 image; using the part "
+                                           r"inside it, #box=0,0,100,100"):
+        entry = parse_query("the mug next to <image:ref.png#box=-50,-50,100,100>", tmp_path)
+    mask = entry.entities[0].ref.mask
+    assert mask[:100, :100].all() and mask.sum() == 100 * 100
+
+

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 # The engine modules import pybullet only inside the functions that use it.
+from find3d import validate
 from find3d.data.engine.catalog import TABLE_TOP_Z, category_by_name
 from find3d.data.engine.output import prepare_folder
 from find3d.data.engine.scene import Camera, Rendered, SceneBuilder, SceneSpec, compose_scene, orbit_camera
@@ -67,6 +68,7 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
                overwrite: bool = False, repeat: bool = False, close: bool = False) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
     ``repeat_categories``; ``close``: see ``_close_views``."""
+    validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
