@@ -640,3 +640,17 @@ def test_box_errors_say_the_format_and_a_box_partly_outside_is_clipped(tmp_path:
     assert mask[:100, :100].all() and mask.sum() == 100 * 100
 
 
+def test_query_checks_text_and_files_before_loading_the_model(field, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "ref.png")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\0" * 64)  # loading it would fail: an error about the query proves it came first
+    cases = {f"the mug next to <image:{tmp_path}/ref.png#box=10,10,5,5>": "has no area",
+             f"the mug next to <image:{tmp_path}/missing.png>": "missing.png: file not found",
+             "the mug next to <image:": "unbalanced '<' / '>'"}
+    for text, expected in cases.items():
+        assert main(["query", "--field", str(field.root), "--checkpoint", str(broken), text]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "broken.pt" not in err, err
+
+
