@@ -654,3 +654,20 @@ def test_query_checks_text_and_files_before_loading_the_model(field, tmp_path: P
         assert expected in err and "broken.pt" not in err, err
 
 
+def test_embed_frames_names_the_frame_of_another_size(small_scene: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    frames = scene_frames(scene)
+    odd = frames[2]["file_path"]
+    Image.open(scene / odd).resize((64, 53)).save(scene / odd)
+    expected = (f"{scene / 'transforms.json'}: frame {odd} is 64x53 px but {frames[0]['file_path']} is 64x64; every "
+                f"frame of a scene must have one size: resize {odd} (and its intrinsics) or remove it from "
+                "transforms.json.")
+    with pytest.raises(DataError) as raised:
+        embed_frames(scene, Embedder(1))
+    assert str(raised.value) == expected
+    assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == f"find3d embed-frames: error: {expected}\n"
+    assert not (scene / STORE_DIRNAME).exists()
+
+

@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image is not None and not args.image.is_file():
         raise InputError(f"--image {args.image}: not found; pass the path of an image crop.")
     out = args.out or args.field
-    # --out is checked before the work: loading the model and answering take 10-30 s.
+    # What can be checked without the model is checked first: loading it takes 10-30 s.
+    check_query(args.text, args.image)
     check_out(out)
     field = Field.load(args.field)
     interface = load_interface(field, args.checkpoint)
@@ -76,6 +77,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.indices)} of {len(field)} points selected (threshold {result.threshold}; {what}){best} "
           f"-> {out}")
     return 0
+
+
+def check_query(text: str | None, image: Path | None) -> None:
+    """The query's syntax, its ``<image:...>`` files and boxes, or the crop file: whatever fails here would
+    fail the same way after the model has loaded."""
+    from find3d.fileio import load_image
+    from find3d.interface.syntax import parse_query
+
+    if image is not None:
+        load_image(image)
+    else:
+        parse_query(text, Path.cwd())
 
 
 def check_out(out: Path) -> None:
