@@ -671,3 +671,23 @@ def test_embed_frames_names_the_frame_of_another_size(small_scene: Path, tiny_ch
     assert not (scene / STORE_DIRNAME).exists()
 
 
+def test_eval_3d_checks_the_field_s_scene_at_once(small_scene: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from find3d.data.make_scene import make_scene
+    from find3d.field.export import scene_cameras, write_export
+
+    other = tmp_path / "other"
+    make_scene(other, seed=1, views=6, heldout=0, size=64)
+    paths = tuple(f["file_path"] for f in scene_frames(other))
+    field = tmp_path / "field"
+    write_export(field, np.zeros((5, 3), np.float32), np.zeros((5, 3), np.float32), np.eye(5, 8, dtype=np.float32),
+                 np.ones((len(paths), 8), np.float32), scene_cameras(other, paths), code_dim=0,
+                 extra={"scene": str(other.resolve())})
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\0" * 64)  # never loaded: the scene is checked first
+    assert main(["eval-3d", "--scene", str(small_scene), "--field", str(field), "--checkpoint", str(broken)]) == 2
+    assert capsys.readouterr().err == (
+        f"find3d eval-3d: error: --field {field} was exported from scene {other.resolve()} (its meta.json), not "
+        f"--scene {small_scene}; pass --scene {other.resolve()}, or the field exported from {small_scene}.\n")
+
+
