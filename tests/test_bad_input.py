@@ -691,3 +691,13 @@ def test_eval_3d_checks_the_field_s_scene_at_once(small_scene: Path, tmp_path: P
         f"--scene {small_scene}; pass --scene {other.resolve()}, or the field exported from {small_scene}.\n")
 
 
+def test_field_query_says_what_it_got_and_what_it_takes(interface, field) -> None:
+    takes = r"pass one query: text \('the red mug'\), interleaved text .* or an image crop"
+    with pytest.raises(InputError, match=rf"^query: got NoneType None; {takes} \(a pathlib\.Path, PIL image or "
+                                         r"\(H, W, 3\) array\)\.$"):
+        field.query(None, interface=interface)
+    with pytest.raises(InputError, match=rf"^query: got list \['a', 'b'\]; {takes}.*; for several queries, call once "
+                                         "per query.$"):
+        field.query(["a", "b"], interface=interface)
+
+
