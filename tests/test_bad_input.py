@@ -701,3 +701,16 @@ def test_field_query_says_what_it_got_and_what_it_takes(interface, field) -> Non
         field.query(["a", "b"], interface=interface)
 
 
+def test_train_interface_names_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import TINY_TRAIN_OVERRIDES
+
+    missing = tmp_path / "no-data"
+    argv = ["train-interface", f"data={missing}", f"output_dir={tmp_path / 'run'}", *TINY_TRAIN_OVERRIDES]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"find3d train-interface: error: {missing}: folder does not exist; make a dataset there with `find3d "
+        f"make-data --out {missing}`, or pass a COCO-layout dataset folder (train-interface data=DIR, eval --data "
+        "DIR).\n")
+    assert not (tmp_path / "run").exists()
+
+
