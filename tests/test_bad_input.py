@@ -714,3 +714,18 @@ def test_train_interface_names_a_missing_data_folder(tmp_path: Path, capsys: pyt
     assert not (tmp_path / "run").exists()
 
 
+# ------------------------------------------------------------------------------------------------ hang
+@pytest.mark.slow
+def test_the_readme_says_how_ns_train_exits_when_training_ends(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    """nerfstudio keeps serving its viewer after the last iteration; the README's script form must exit."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "--vis tensorboard" in readme
+    (command,) = re.findall(r"^(ns-train find-field .*--viewer\.quit-on-train-completion True.*)$", readme,
+                            flags=re.MULTILINE)
+    argv = command.split()
+    argv[argv.index("--data") + 1] = str(pipeline["scene"])
+    argv[argv.index("--max-num-iterations") + 1] = "1"
+    result = _run([str(BIN / argv[0]), *argv[1:], "--output-dir", str(tmp_path / "runs"),
+                   "--viewer.websocket-host", "127.0.0.1"], tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "runs").glob("*/find-field/*/nerfstudio_models/*.ckpt"))
