@@ -1,16 +1,21 @@
 """File helpers shared by every stage: atomic writes and validated reads.
 
 Checkpoints, exports and caches are written to a temporary file in the target's folder and moved
-into place with ``os.replace`` so that a kill never leaves a half-written file behind.
+into place with ``os.replace`` so that a kill never leaves a half-written file behind. Files that are
+only valid together (a field export) are written into a staging folder that replaces the old folder
+in one rename (``atomic_folder``), so a kill never leaves a mix of old and new files either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -39,6 +44,107 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, carry: Callable[[str], bool] | None = None) -> Iterator[Path]:
+    """Write a whole folder all-or-nothing: yield an empty staging folder ``.NAME.tmp-PID`` beside ``path``,
+    and when the block ends without an error, swap it in for ``path`` in one rename.
+
+    Until then ``path`` is untouched, so a reader sees the old folder whole until the new one is complete,
+    and a kill at any moment leaves the one or the other (plus a hidden staging folder that the next call
+    beside ``path`` removes: its name never is ``path``). Entries of the old folder for which
+    ``carry(name)`` holds are hard-linked into the new one before the swap (files the writer does not own,
+    e.g. query results kept beside an export).
+    """
+    path = Path(path).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(path)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+        if path.is_dir():
+            for entry in path.iterdir():
+                if carry is not None and carry(entry.name):
+                    _link_into(entry, staging / entry.name)
+        _swap_in(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after a swap: the old folder
+
+
+def _remove_stale_staging(path: Path) -> None:
+    """Remove the staging folders that killed runs left beside ``path`` (a live writer's are left alone);
+    an old folder moved aside by an interrupted two-rename swap is moved back if ``path`` is missing."""
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        kind, _, pid = leftover.name[len(path.name) + 2:].partition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+            continue
+        if kind == "old" and not path.exists():
+            os.rename(leftover, path)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _link_into(source: Path, target: Path) -> None:
+    """Hard-link a file or a folder tree (no data is copied; the old folder keeps its own links)."""
+    if source.is_dir() and not source.is_symlink():
+        shutil.copytree(source, target, symlinks=True, copy_function=_link)
+    else:
+        _link(source, target)
+
+
+def _link(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _swap_in(staging: Path, path: Path) -> None:
+    """Put ``staging`` at ``path``: one rename for a new path, else an atomic exchange of the two (Linux
+    ``renameat2(RENAME_EXCHANGE)``), after which ``staging`` holds the old folder. Where the exchange is not
+    supported, two renames with the old folder at ``.NAME.old-PID`` in between (restored by the next call)."""
+    if not path.exists():
+        try:
+            os.rename(staging, path)
+            return
+        except OSError:  # created meanwhile by another writer: exchange with it
+            pass
+    try:
+        _exchange(staging, path)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.rename(path, aside)
+        os.rename(staging, path)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available")
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_cwd, exchange = -100, 2  # AT_FDCWD, RENAME_EXCHANGE
+    if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), exchange) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -124,6 +230,10 @@ def as_rgb_array(image: Any, name: str = "image") -> np.ndarray:
     if array.dtype == np.uint8:
         return array
     if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise InputError(f"{name}: {bad} of {array.size} values are NaN or infinite; pass finite values in "
+                             "[0, 1] (e.g. np.nan_to_num(image) or fill the holes first).")
         if array.min() < 0.0 or array.max() > 1.0:
             raise InputError(f"{name}: float images must lie in [0, 1]; got [{array.min():.3g}, {array.max():.3g}].")
         return (array * 255.0 + 0.5).astype(np.uint8)

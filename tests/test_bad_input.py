@@ -1,10 +1,11 @@
-"""Bad input tried as a new user would (issue 15): each case fails with one clear line, or is accepted
+"""Bad input tried as a new user would (issues 15 and 24): each case fails with one clear line, or is accepted
 with the meaning a user expects, instead of a traceback or a silent wrong answer."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -421,3 +422,310 @@ def test_a_run_trained_with_relative_paths_works_from_any_directory(pipeline: di
                     elsewhere)
     assert rendered.returncode == 0, rendered.stdout[-2000:] + rendered.stderr[-2000:]
     assert list((elsewhere / "renders").glob("*.jpg"))
+
+
+# ============================================================================ second sweep (issue 24)
+# ------------------------------------------------------------------------------- data loss: export-field
+def _export(config: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "find3d"), "export-field", "--config", str(config), "--out", str(out)],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _kill_mid_write(config: Path, out: Path) -> Path:
+    """Run export-field into ``out`` and SIGKILL it as soon as it has written a features.f16 (as the issue did;
+    wherever it writes it); returns the staging folder it was writing in, if any, checked to be incomplete."""
+    import signal
+    import time
+
+    started = time.time_ns()
+    process = _export(config, out)
+    staging = out.with_name(f".{out.name}.tmp-{process.pid}")
+    deadline = time.monotonic() + 300
+    while not any(path.is_file() and path.stat().st_mtime_ns > started
+                  for path in (staging / "features.f16", out / "features.f16")):
+        assert process.poll() is None, f"export-field ended before it was killed: {process.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, "export-field never wrote features.f16"
+        time.sleep(0.0005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (staging / "meta.json").exists()  # killed mid-write, not after
+    return staging
+
+
+def _answer(field_dir: Path, interface) -> tuple[np.ndarray, np.ndarray]:
+    from find3d.query import Field
+
+    result = Field.load(field_dir).query("the mug", interface=interface, top_k_frames=2)
+    return result.relevancy, np.array([hit.index for hit in result.frames])
+
+
+@pytest.mark.slow
+def test_a_killed_export_leaves_the_old_field_whole_or_no_field(pipeline: dict[str, Path], interface,
+                                                               tmp_path: Path) -> None:
+    from find3d.field.export import write_export
+    from find3d.query import Field
+
+    config = next((pipeline["root"] / "runs").glob("*/find-field/*/config.yml"))
+    old = tmp_path / "field"
+    shutil.copytree(pipeline["field"], old)
+    (old / "notes.txt").write_text("the user's own file")
+    files = {path.name: path.read_bytes() for path in old.iterdir()}
+    relevancy, frames = _answer(old, interface)
+    # Re-export into the existing field, killed after features.f16 was written: the old field is untouched.
+    _kill_mid_write(config, old)
+    assert {path.name: path.read_bytes() for path in old.iterdir()} == files
+    after, after_frames = _answer(old, interface)
+    np.testing.assert_array_equal(after, relevancy)
+    np.testing.assert_array_equal(after_frames, frames)
+    # Into a new folder: no field at all, not a half one.
+    new = tmp_path / "new"
+    leftover = _kill_mid_write(config, new)
+    assert not new.exists()
+    with pytest.raises(DataError, match="not found"):
+        Field.load(new)
+    # The next export there removes the killed run's staging folder; a complete one replaces the old field
+    # whole and keeps what else the folder holds.
+    field = Field.load(old)
+    write_export(new, field.points, field.colors, np.asarray(field.features, np.float32),
+                 np.asarray(field.image_vectors, np.float32), field.frames, code_dim=4)
+    assert not leftover.exists() and len(Field.load(new)) == len(field)
+    write_export(old, field.points[:50], field.colors[:50], np.asarray(field.features[:50], np.float32),
+                 np.asarray(field.image_vectors, np.float32), field.frames, code_dim=4)
+    assert len(Field.load(old)) == 50 and (old / "notes.txt").read_text() == "the user's own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["field", "new"]  # no staging folder left
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(small_scene: Path, tmp_path: Path) -> None:
+    from find3d.field.export import write_export
+
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    before = sorted(p.name for p in scene.iterdir())
+    frame = {"file_path": "images/a.png", "c2w": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 50.0,
+             "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+    with pytest.raises(InputError, match=r"holds files but no field export .*pass a new or empty folder"):
+        write_export(scene, np.zeros((3, 3), np.float32), np.zeros((3, 3), np.float32), np.eye(3, 8, dtype=np.float32),
+                     np.ones((1, 8), np.float32), [frame], code_dim=0)
+    assert sorted(p.name for p in scene.iterdir()) == before
+
+
+# ------------------------------------------------------------------------------ silent wrong answers
+@pytest.fixture(scope="module")
+def packaged():
+    import find3d
+    from find3d.demo import PACKAGED_INTERFACE
+
+    return find3d.Interface.from_checkpoint(PACKAGED_INTERFACE, device="cpu")
+
+
+def test_a_long_query_answers_what_it_reads(packaged, tmp_path: Path) -> None:
+    """"mug " * 450 (1813 characters with the class prompt, 457 tokens) answered the robot: all-MiniLM-L6-v2 was
+    trained on at most 256 word pieces, and the interface read its drifting tokens past that as "robot"."""
+    from find3d.errors import Find3dWarning
+    from find3d.field.export import write_export
+    from find3d.query import Field
+
+    names = ("mug", "robot", "cube", "table")
+    vectors = packaged.vocabulary_vectors()[[packaged.class_names.index(n) for n in names]]
+    xyz = np.random.default_rng(0).uniform(-0.5, 0.5, (4 * len(names), 3)).astype(np.float32)
+    frame = {"file_path": "images/a.png", "c2w": np.eye(4).tolist(), "fl_x": 50.0, "fl_y": 50.0,
+             "cx": 32.0, "cy": 24.0, "w": 64, "h": 48}
+    write_export(tmp_path / "field", xyz, np.full_like(xyz, 0.5), np.repeat(vectors, 4, axis=0), vectors[:1], [frame],
+                 code_dim=0)
+    field = Field.load(tmp_path / "field")
+
+    def selected(text: str) -> list[str]:
+        indices = field.query(text, interface=packaged, objects=False, top_k_frames=0).indices
+        return sorted({names[i // 4] for i in indices})
+
+    assert selected("mug") == ["mug"]
+    with pytest.warns(Find3dWarning) as caught:
+        assert selected("mug " * 450) == ["mug"]
+    (message,) = [str(w.message) for w in caught]
+    kept, ignored = (int(n) for n in re.search(r"only the first (\d+) characters .* the remaining (\d+) are ignored",
+                                               message).groups())
+    assert "text of 1813 characters" in message and "(256 tokens)" in message
+    assert kept + ignored == 1813 and 0 < kept < 1813
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Find3dWarning)
+        assert selected("mug " * 200) == ["mug"]  # 813 characters, 207 tokens: read whole, nothing to say
+
+
+def test_a_nan_pose_is_refused_where_the_scene_is_read(small_scene: Path, tmp_path: Path) -> None:
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"][2]["transform_matrix"][1][3] = float("nan")
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    name = meta["frames"][2]["file_path"]
+    expected = rf"transforms\.json: frames\[2\] \({name}\) has a transform_matrix with NaN or infinite entries"
+    with pytest.raises(DataError, match=expected):
+        embed_frames(scene, Embedder(1))
+    assert not (scene / STORE_DIRNAME).exists()
+
+
+@pytest.mark.slow
+def test_ns_train_refuses_a_nan_pose(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    scene = tmp_path / "scene"
+    shutil.copytree(pipeline["scene"], scene)  # embedded: only the pose is wrong
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"][2]["transform_matrix"][0][3] = float("inf")
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    result = _run([str(BIN / "ns-train"), "find-field", "--data", str(scene), "--max-num-iterations", "1",
+                   "--vis", "tensorboard", "--output-dir", str(tmp_path / "runs")], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ns-train find-field: error: ") and f"frames[2] ({meta['frames'][2]['file_path']})" in line
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_images_are_refused_by_every_interface_method(interface, value: float) -> None:
+    image = np.full((32, 32, 3), 0.5, np.float32)
+    image[3, 4, 1] = value
+    calls = {"ground": lambda: interface.ground(image, "robot"), "segment": lambda: interface.segment(image),
+             "interact": lambda: interface.interact(image, points=[(5, 5)]),
+             "embed_pixels": lambda: interface.embed_pixels(image), "embed_image": lambda: interface.embed_image(image),
+             "encode_query": lambda: interface.encode_query(image),
+             "retrieve": lambda: interface.retrieve([image], "a robot")}
+    for name, call in calls.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # not even a numpy cast warning on the way
+            with pytest.raises(InputError, match=r"1 of 3072 values are NaN or infinite; pass finite values"):
+                call()
+        assert name  # (named for the failure report)
+
+
+# ----------------------------------------------------------------------------------------- tracebacks
+def test_query_checks_out_before_the_work(field, tiny_checkpoint: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    argv = ["query", "--field", str(field.root), "--checkpoint", str(tiny_checkpoint), "table"]
+    assert main([*argv, "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == (f"find3d query: error: --out {taken}: is a file; pass a folder for mask.ply, "
+                                       "query.npz, frames.json and the PNGs.\n")
+    assert main([*argv, "--out", "/sys/find3d-test/out"]) == 2  # a folder no one may write into, root included
+    err = capsys.readouterr().err
+    assert err.startswith("find3d query: error: --out /sys/find3d-test/out: cannot write into /sys (")
+    assert err.endswith("); pass an --out folder you can write to.\n")
+
+
+@pytest.mark.parametrize("command", ["make-scene", "make-data"])
+def test_a_negative_seed_is_refused_before_any_folder(command: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main([command, "--out", str(out), "--seed", "-1", "--size", "32"]) == 2
+    assert capsys.readouterr().err == f"find3d {command}: error: seed: got -1; pass an integer >= 0\n"
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------ unclear messages
+def test_box_errors_say_the_format_and_a_box_partly_outside_is_clipped(tmp_path: Path) -> None:
+    from find3d.errors import Find3dWarning
+    from find3d.interface.syntax import parse_query
+
+    Image.fromarray(np.zeros((200, 256, 3), np.uint8)).save(tmp_path / "ref.png")
+    form = r"write #box=x0,y0,x1,y1 in pixels of the 256x200 image \(left, top, right, bottom edges; x0 < x1, y0 < y1\)"
+    cases = {"10,10,5,5": rf"#box=10,10,5,5 has no area \(x0 < x1 and y0 < y1 are needed\); {form}, e\.g\. "
+                          r"#box=5,5,10,10$",
+             "300,300,400,400": rf"#box=300,300,400,400 lies outside the 256x200 image; {form}$",
+             "1,2,3": rf"#box=1,2,3 is not four numbers; {form}, e\.g\. #box=10,10,50,40$"}
+    for box, expected in cases.items():
+        with pytest.raises(InputError, match=expected):
+            parse_query(f"the mug next to <image:ref.png#box={box}>", tmp_path)
+    with pytest.warns(Find3dWarning, match=r"#box=-50,-50,100,100 reaches outside the 256x200 image; using the part "
+                                           r"inside it, #box=0,0,100,100"):
+        entry = parse_query("the mug next to <image:ref.png#box=-50,-50,100,100>", tmp_path)
+    mask = entry.entities[0].ref.mask
+    assert mask[:100, :100].all() and mask.sum() == 100 * 100
+
+
+def test_query_checks_text_and_files_before_loading_the_model(field, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "ref.png")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\0" * 64)  # loading it would fail: an error about the query proves it came first
+    cases = {f"the mug next to <image:{tmp_path}/ref.png#box=10,10,5,5>": "has no area",
+             f"the mug next to <image:{tmp_path}/missing.png>": "missing.png: file not found",
+             "the mug next to <image:": "unbalanced '<' / '>'"}
+    for text, expected in cases.items():
+        assert main(["query", "--field", str(field.root), "--checkpoint", str(broken), text]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "broken.pt" not in err, err
+
+
+def test_embed_frames_names_the_frame_of_another_size(small_scene: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    scene = _copy_scene(small_scene, tmp_path / "scene")
+    frames = scene_frames(scene)
+    odd = frames[2]["file_path"]
+    Image.open(scene / odd).resize((64, 53)).save(scene / odd)
+    expected = (f"{scene / 'transforms.json'}: frame {odd} is 64x53 px but {frames[0]['file_path']} is 64x64; every "
+                f"frame of a scene must have one size: resize {odd} (and its intrinsics) or remove it from "
+                "transforms.json.")
+    with pytest.raises(DataError) as raised:
+        embed_frames(scene, Embedder(1))
+    assert str(raised.value) == expected
+    assert main(["embed-frames", "--data", str(scene), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == f"find3d embed-frames: error: {expected}\n"
+    assert not (scene / STORE_DIRNAME).exists()
+
+
+def test_eval_3d_checks_the_field_s_scene_at_once(small_scene: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from find3d.data.make_scene import make_scene
+    from find3d.field.export import scene_cameras, write_export
+
+    other = tmp_path / "other"
+    make_scene(other, seed=1, views=6, heldout=0, size=64)
+    paths = tuple(f["file_path"] for f in scene_frames(other))
+    field = tmp_path / "field"
+    write_export(field, np.zeros((5, 3), np.float32), np.zeros((5, 3), np.float32), np.eye(5, 8, dtype=np.float32),
+                 np.ones((len(paths), 8), np.float32), scene_cameras(other, paths), code_dim=0,
+                 extra={"scene": str(other.resolve())})
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"\0" * 64)  # never loaded: the scene is checked first
+    assert main(["eval-3d", "--scene", str(small_scene), "--field", str(field), "--checkpoint", str(broken)]) == 2
+    assert capsys.readouterr().err == (
+        f"find3d eval-3d: error: --field {field} was exported from scene {other.resolve()} (its meta.json), not "
+        f"--scene {small_scene}; pass --scene {other.resolve()}, or the field exported from {small_scene}.\n")
+
+
+def test_field_query_says_what_it_got_and_what_it_takes(interface, field) -> None:
+    takes = r"pass one query: text \('the red mug'\), interleaved text .* or an image crop"
+    with pytest.raises(InputError, match=rf"^query: got NoneType None; {takes} \(a pathlib\.Path, PIL image or "
+                                         r"\(H, W, 3\) array\)\.$"):
+        field.query(None, interface=interface)
+    with pytest.raises(InputError, match=rf"^query: got list \['a', 'b'\]; {takes}.*; for several queries, call once "
+                                         "per query.$"):
+        field.query(["a", "b"], interface=interface)
+
+
+def test_train_interface_names_a_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from conftest import TINY_TRAIN_OVERRIDES
+
+    missing = tmp_path / "no-data"
+    argv = ["train-interface", f"data={missing}", f"output_dir={tmp_path / 'run'}", *TINY_TRAIN_OVERRIDES]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"find3d train-interface: error: {missing}: folder does not exist; make a dataset there with `find3d "
+        f"make-data --out {missing}`, or pass a COCO-layout dataset folder (train-interface data=DIR, eval --data "
+        "DIR).\n")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ hang
+@pytest.mark.slow
+def test_the_readme_says_how_ns_train_exits_when_training_ends(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    """nerfstudio keeps serving its viewer after the last iteration; the README's script form must exit."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "--vis tensorboard" in readme
+    (command,) = re.findall(r"^(ns-train find-field .*--viewer\.quit-on-train-completion True.*)$", readme,
+                            flags=re.MULTILINE)
+    argv = command.split()
+    argv[argv.index("--data") + 1] = str(pipeline["scene"])
+    argv[argv.index("--max-num-iterations") + 1] = "1"
+    result = _run([str(BIN / argv[0]), *argv[1:], "--output-dir", str(tmp_path / "runs"),
+                   "--viewer.websocket-host", "127.0.0.1"], tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list((tmp_path / "runs").glob("*/find-field/*/nerfstudio_models/*.ckpt"))

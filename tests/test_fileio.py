@@ -8,7 +8,15 @@ import torch
 from PIL import Image
 
 from find3d.errors import DataError, InputError
-from find3d.fileio import as_rgb_array, atomic_open, atomic_torch_save, atomic_write_json, load_image, read_json
+from find3d.fileio import (
+    as_rgb_array,
+    atomic_folder,
+    atomic_open,
+    atomic_torch_save,
+    atomic_write_json,
+    load_image,
+    read_json,
+)
 
 
 def test_atomic_open_keeps_old_file_when_writer_fails(tmp_path):
@@ -19,6 +27,37 @@ def test_atomic_open_keeps_old_file_when_writer_fails(tmp_path):
         raise RuntimeError("killed mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]  # temp file cleaned up
+
+
+def test_atomic_folder_is_all_or_nothing(tmp_path):
+    import subprocess
+
+    target = tmp_path / "export"
+    with atomic_folder(target) as staging:
+        (staging / "a").write_text("old a")
+    (target / "notes").mkdir()
+    (target / "notes" / "mine.txt").write_text("kept")
+    with pytest.raises(RuntimeError), atomic_folder(target) as staging:
+        (staging / "a").write_text("new a")
+        raise RuntimeError("killed mid-write")
+    assert (target / "a").read_text() == "old a" and sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    # What a killed run leaves (its process is gone): removed by the next writer, never read as the folder.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f".export.tmp-{dead.pid}").mkdir()
+    with atomic_folder(target, carry=lambda name: name == "notes") as staging:
+        (staging / "b").write_text("new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert sorted(p.name for p in target.iterdir()) == ["b", "notes"] and (target / "notes" / "mine.txt").is_file()
+    # A two-rename swap interrupted between its renames (where the exchange is unsupported) is undone.
+    target.rename(tmp_path / f".export.old-{dead.pid}")
+    with atomic_folder(tmp_path / "other") as staging:
+        (staging / "c").write_text("c")
+    assert not target.exists()  # only the folder written to is recovered ...
+    with atomic_folder(target) as staging:
+        (staging / "d").write_text("d")
+    assert sorted(p.name for p in target.iterdir()) == ["d"]  # ... and then replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "other"]
 
 
 def test_atomic_files_get_ordinary_permissions(tmp_path):

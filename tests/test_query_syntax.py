@@ -49,8 +49,8 @@ def test_image_reference_whole_mask_and_box(keys):
         ("the mug <image:keys.png", "unbalanced"),
         ("the mug <img:keys.png>", "malformed reference"),
         ("<image:nope.png>", "nope.png: file not found"),
-        ("<image:keys.png#box=1,2,3>", "box must be box=x0,y0,x1,y1"),
-        ("<image:keys.png#box=0,0,100,10>", "outside the 60x40 image"),
+        ("<image:keys.png#box=1,2,3>", "#box=1,2,3 is not four numbers; write #box=x0,y0,x1,y1 in pixels"),
+        ("<image:keys.png#box=70,0,100,10>", "lies outside the 60x40 image"),
         ("<image:keys.png#small_mask.png>", "is 60x20 but image"),
     ],
 )

@@ -72,6 +72,10 @@ class FindDataset:
         self.root = Path(root)
         self.split = split
         self.config = config or DataConfig()
+        if not self.root.is_dir():
+            what = "is a file, not a dataset folder" if self.root.exists() else "folder does not exist"
+            raise DataError(f"{self.root}: {what}; make a dataset there with `find3d make-data --out {self.root}`, "
+                            "or pass a COCO-layout dataset folder (train-interface data=DIR, eval --data DIR).")
         files = discover(self.root)
         if split not in files.splits:
             raise DataError(

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 # The engine modules import pybullet and pycocotools only inside the functions that use them.
+from find3d import validate
 from find3d.data.engine import coco, language
 from find3d.data.engine.annotate import ImageJob, image_record, segment_map, write_image
 from find3d.data.engine.output import prepare_folder
@@ -64,6 +65,7 @@ def make_data(out: str | Path, images: int = 100, seed: int = 0, size: int = 256
               workers: int = 2, overwrite: bool = False) -> dict[str, Any]:
     """Render ``images`` tabletop images into ``out``; returns the ``dataset.json`` manifest."""
     _check_arguments(images, size, val_fraction, workers)
+    validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     out = Path(out)
     folders = [f"{split}2017" for split in SPLITS] + [f"annotations/panoptic_{split}2017" for split in SPLITS]
     prepare_folder(out, overwrite, OUTPUTS, folders)

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 # The engine modules import pybullet only inside the functions that use it.
+from find3d import validate
 from find3d.data.engine.catalog import TABLE_TOP_Z, category_by_name
 from find3d.data.engine.clutter import compose_clutter
 from find3d.data.engine.output import prepare_folder
@@ -73,6 +74,7 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
     ``repeat_categories``; ``close``: see ``_close_views``; ``clutter``: objects in contact
     (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time)."""
+    validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:

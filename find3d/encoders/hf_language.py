@@ -7,12 +7,15 @@ parsing and dequantizing the GGUF takes ~17 s while loading safetensors takes we
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,7 +50,7 @@ class HFLanguageEncoder(LanguageEncoder):
             )
         self.layer = layer
         self.dim = int(config.hidden_size)
-        self.max_tokens = min(max_tokens, int(getattr(config, "max_position_embeddings", max_tokens)))
+        self.max_tokens = min(max_tokens, trained_length(folder, config, self.tokenizer))
         if self.tokenizer.pad_token is None:
             # causal LMs often lack a pad token; padded positions are masked out anyway
             if self.tokenizer.eos_token is None:
@@ -69,23 +72,40 @@ class HFLanguageEncoder(LanguageEncoder):
 
     def _warn_truncated(self, texts: list[str]) -> None:
         """Say which texts are longer than the model reads, and where they are cut (a ``Find3dWarning``)."""
-        # Only texts with more characters than tokens (less the 2 special tokens) can be too long.
-        long = [t for t in texts if len(t) > self.max_tokens - 2]
-        if not long:
-            return
-        fast = getattr(self.tokenizer, "is_fast", False)
-        encoded = self.tokenizer(long, truncation=True, max_length=self.max_tokens, return_overflowing_tokens=True,
-                                 return_offsets_mapping=fast)
-        overflowed = sorted(set(encoded["overflow_to_sample_mapping"])) if "overflow_to_sample_mapping" in encoded \
-            else []
-        for index in overflowed:
-            text = long[index]
-            row = list(encoded["overflow_to_sample_mapping"]).index(index)  # the first (kept) window
-            kept = max(end for _, end in encoded["offset_mapping"][row]) if fast else None
-            where = (f"only the first {kept} characters (up to {text[max(0, kept - 30):kept]!r}) are read, the "
-                     f"remaining {len(text) - kept} are ignored") if kept else "the rest is ignored"
-            warnings.warn(f"text of {len(text)} characters ({text[:40]!r}...) is longer than {self.name} reads "
-                          f"({self.max_tokens} tokens): {where}", Find3dWarning, stacklevel=2)
+        # A token covers at least one byte of UTF-8, so only texts with more bytes than that can be too long.
+        for text in (t for t in texts if len(t.encode("utf-8")) > self.max_tokens - 2):
+            # verbose=False: transformers' own "longer than the specified maximum" line would only repeat this
+            count = len(self.tokenizer(text, truncation=False, verbose=False)["input_ids"])
+            if count <= self.max_tokens:
+                continue
+            where = "the rest is ignored"
+            if getattr(self.tokenizer, "is_fast", False):  # only fast tokenizers map tokens back to characters
+                offsets = self.tokenizer(text, truncation=True, max_length=self.max_tokens,
+                                         return_offsets_mapping=True)["offset_mapping"]
+                kept = max(end for _, end in offsets)
+                where = (f"only the first {kept} characters (up to {text[max(0, kept - 30):kept]!r}) are read, the "
+                         f"remaining {len(text) - kept} are ignored")
+            warnings.warn(f"text of {len(text)} characters ({text[:40]!r}...) is {count} tokens, longer than "
+                          f"{self.name} reads ({self.max_tokens} tokens): {where}; shorten the text",
+                          Find3dWarning, stacklevel=2)
+
+
+def trained_length(folder: Path, config: Any, tokenizer: Any) -> int:
+    """The most tokens the model was made to read: sentence-transformers' ``max_seq_length`` when the folder
+    has one, else the tokenizer's ``model_max_length``, within ``max_position_embeddings``.
+
+    Why not just the position table: all-MiniLM-L6-v2 has 512 positions but was trained on at most 256 word
+    pieces (sentence-transformers cuts there); past that its tokens drift, and the interface reads the
+    drifted tokens of "mug " * 450 (453 tokens) as "robot".
+    """
+    limit = int(getattr(config, "max_position_embeddings", None) or DEFAULT_MAX_TOKENS)
+    sentence_config = folder / "sentence_bert_config.json"
+    if sentence_config.is_file():
+        with contextlib.suppress(ValueError, TypeError, KeyError, OSError):
+            return min(limit, int(json.loads(sentence_config.read_text(encoding="utf-8"))["max_seq_length"]))
+    declared = getattr(tokenizer, "model_max_length", None)
+    # transformers fills an unset model_max_length with a huge sentinel (int(1e30))
+    return min(limit, int(declared)) if isinstance(declared, int) and 0 < declared < 10**6 else limit
 
 
 def hf_language(name_or_path: str, layer: int | None = None, max_tokens: int = DEFAULT_MAX_TOKENS) -> HFLanguageEncoder:

@@ -24,8 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from find3d import Interface  # the FIND interface; heavy, so imported only when the command runs
-    from find3d.field.embeddings import embed_frames
+    from find3d.field.embeddings import embed_frames, frame_images
 
+    frame_images(args.data)  # a broken scene is refused before the model loads
     interface = Interface.from_checkpoint(args.checkpoint)
     # Recorded for `find3d query`, which must encode with the very weights that embedded the frames:
     # resolved, so a training run's last.pt symlink moving on to a newer step cannot change them.

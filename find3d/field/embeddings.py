@@ -247,7 +247,7 @@ def fit_pca(samples: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, floa
 
 
 def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The ``frames`` of ``SCENE/transforms.json`` (validated: each has a file_path and a 4x4 transform)."""
+    """The ``frames`` of ``SCENE/transforms.json`` (validated: each has a file_path and a finite 4x4 transform)."""
     path = Path(scene_dir) / "transforms.json"
     if not path.is_file():
         raise DataError(f"{path}: not found; point --data at a nerfstudio scene (e.g. from `find3d make-scene`).")
@@ -259,7 +259,37 @@ def scene_frames(scene_dir: str | os.PathLike) -> list[dict[str, Any]]:
         matrix = np.asarray(frame.get("transform_matrix", []), dtype=float) if isinstance(frame, dict) else None
         if matrix is None or "file_path" not in frame or matrix.shape != (4, 4):
             raise DataError(f"{path}: frames[{i}] needs a file_path and a 4x4 transform_matrix; regenerate the scene.")
+        if not np.isfinite(matrix).all():
+            # nerfstudio would take it and train on NaN poses (its auto-orient and scale become NaN too)
+            raise DataError(f"{path}: frames[{i}] ({frame['file_path']}) has a transform_matrix with NaN or infinite "
+                            "entries; fix that frame's pose or remove the frame from transforms.json.")
     return frames
+
+
+def frame_images(scene_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The ``file_path`` of every frame of ``scene_frames``, each checked to be an image of the same size (the
+    store holds one embedding grid per scene). Reads only the files' headers: cheap enough to run before
+    any model is loaded."""
+    from PIL import Image, UnidentifiedImageError
+
+    scene_dir = Path(scene_dir)
+    where = scene_dir / "transforms.json"
+    paths = tuple(str(frame["file_path"]) for frame in scene_frames(scene_dir))
+    first: tuple[str, tuple[int, int]] | None = None
+    for path in paths:
+        try:
+            with Image.open(scene_dir / path) as image:
+                size = image.size
+        except (OSError, UnidentifiedImageError) as err:
+            raise DataError(f"{where}: frame {path}: {scene_dir / path} is missing or not an image "
+                            f"({type(err).__name__}); restore the file or remove the frame.") from err
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            raise DataError(f"{where}: frame {path} is {size[0]}x{size[1]} px but {first[0]} is "
+                            f"{first[1][0]}x{first[1][1]}; every frame of a scene must have one size: resize "
+                            f"{path} (and its intrinsics) or remove it from transforms.json.")
+    return paths
 
 
 class PixelEmbedding(Protocol):
@@ -307,7 +337,7 @@ def embed_frames(
 
     scene_dir = Path(scene_dir)
     model = model if model is not None else getattr(embedder, "fingerprint", None)
-    paths = tuple(str(frame["file_path"]) for frame in scene_frames(scene_dir))
+    paths = frame_images(scene_dir)
     root = scene_dir / STORE_DIRNAME
     store, replaced = _resumable(root, paths, checkpoint, code_dim, model)
     todo = [i for i in range(len(paths)) if store is None or not store.done[i]]

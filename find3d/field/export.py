@@ -41,8 +41,11 @@ else ``render``):
   ``min_accumulation`` are dropped: they saw no surface in the scene box). For scenes without depth.
 
 Points are averaged per voxel (``render``'s features too; ``depth`` evaluates the feature head at the
-averaged points) with a voxel size chosen so that about ``num_points`` remain. Every file is written
-atomically and meta.json last, so a reader never sees a half export.
+averaged points) with a voxel size chosen so that about ``num_points`` remain. The export is
+all-or-nothing: every file is written into a staging folder beside ``--out`` (``.OUT.tmp-PID``, meta.json
+last), which then replaces ``--out`` in one rename (``find3d.fileio.atomic_folder``): a killed export
+leaves the earlier field whole (and loadable), or no folder, never a mix; its staging folder is removed
+by the next export there.
 """
 
 from __future__ import annotations
@@ -57,12 +60,15 @@ import numpy as np
 
 from find3d import validate
 from find3d.errors import DataError, InputError
-from find3d.fileio import atomic_open, atomic_write_json, read_json
+from find3d.fileio import atomic_folder, atomic_open, atomic_write_json, read_json
 from find3d.mapping.fusion import cell_centres
 from find3d.query.field import FORMAT, VERSION
 
 GEOMETRIES = ("auto", "depth", "render")
 FEATURE_CHUNK = 1 << 16  # points per feature-head call: bounds the MLP's activations memory
+#: what an export folder is made of (module doc); anything else in it is the user's and is kept on re-export
+EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vectors.f16", "code.f32", "decoder.npz",
+                          "segments.i32"})
 
 
 @dataclass
@@ -92,6 +98,7 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
     if geometry not in GEOMETRIES:
         raise InputError(f"geometry: got {geometry!r}; pass one of {', '.join(GEOMETRIES)}.")
     check_run_config(config_yml)
+    out_dir = check_export_folder(out_dir)  # before the minutes of work, not after
     _, pipeline, _, _ = eval_setup(config_yml, test_mode="inference")
     datamanager = pipeline.datamanager
     if not isinstance(datamanager, FindDataManager):
@@ -190,18 +197,40 @@ def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, f
                          f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
     # Unit features make the stored dot products cosines (what relevancy needs).
     feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    code_meta = _write_arrays(out_dir, xyz, rgb, feature, image_vectors, code_dim)
-    segment_meta = None
-    if segments is not None:
-        if np.shape(segments) != (len(xyz),):
-            raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
-        _atomic_array(out_dir / "segments.i32", np.asarray(segments, np.int32))
-        segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
-    meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
-            "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
-    atomic_write_json(out_dir / "meta.json", meta)
+    out_dir = check_export_folder(out_dir)
+    if segments is not None and np.shape(segments) != (len(xyz),):
+        raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
+    # All-or-nothing: the files are only valid together (meta.json counts the points of points.ply, the
+    # code belongs to its decoder), so they go into a staging folder that replaces the old export whole.
+    with atomic_folder(out_dir, carry=lambda name: name not in EXPORT_FILES) as staging:
+        code_meta = _write_arrays(staging, xyz, rgb, feature, image_vectors, code_dim)
+        segment_meta = None
+        if segments is not None:
+            _atomic_array(staging / "segments.i32", np.asarray(segments, np.int32))
+            segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
+        meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
+                "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
+        atomic_write_json(staging / "meta.json", meta)
+
+
+def check_export_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` if an export may be written there: a new or empty folder, or an earlier export (replaced
+    whole; what else it holds, e.g. query results, is kept). Any other folder is refused: a mistyped
+    ``--out`` (the scene, the home folder) must not have its files mixed with, or swapped for, an export."""
+    out_dir = validate.path(out_dir, "out")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"export folder {out_dir}: is a file; pass a folder (new, empty, or an earlier export "
+                         "to replace).")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        meta = out_dir / "meta.json"
+        try:
+            is_export = meta.is_file() and read_json(meta).get("format") == FORMAT
+        except (DataError, AttributeError):
+            is_export = False
+        if not is_export:
+            raise InputError(f"export folder {out_dir}: holds files but no field export (no export meta.json); "
+                             "pass a new or empty folder, or an earlier export to replace.")
+    return out_dir
 
 
 def _render_views(pipeline: Any, downscale: int, min_accumulation: float) -> Rendered:

@@ -21,8 +21,8 @@ from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from find3d.field.data import FindDataManagerConfig
-from find3d.field.embeddings import EmbeddingStore
+from find3d.field.data import FindDataManagerConfig, scene_dir_of
+from find3d.field.embeddings import EmbeddingStore, scene_frames
 from find3d.field.model import FindFieldModelConfig
 
 MAX_ITERATIONS = 2000
@@ -39,7 +39,9 @@ class FindTrainerConfig(TrainerConfig):
       so a relative ``--data scene`` would break ``ns-eval``, ``ns-render``, ``ns-viewer`` and
       ``find3d export-field`` run from anywhere else;
     - the embeddings store must be complete: a missing or partial one stops here with find3d's one-line
-      message (exit 2) instead of under a traceback from deep inside the trainer.
+      message (exit 2) instead of under a traceback from deep inside the trainer;
+    - the scene's poses must be finite: nerfstudio trains on a NaN pose without a word (and its dataparser
+      transform turns NaN), which only shows much later as a broken export.
     """
 
     def save_config(self) -> None:
@@ -49,6 +51,7 @@ class FindTrainerConfig(TrainerConfig):
         datamanager = self.pipeline.datamanager
         if isinstance(datamanager, FindDataManagerConfig):
             try:
+                scene_frames(scene_dir_of(Path(datamanager.data or datamanager.dataparser.data)))
                 EmbeddingStore.open(datamanager.store_dir())
             except Find3dError as err:
                 print(f"ns-train {self.method_name}: error: {err}", file=sys.stderr)

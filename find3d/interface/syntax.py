@@ -15,6 +15,7 @@ its region being ``masks[N]`` (when given and not None) or a ``#box=`` suffix.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from find3d.data.samples import InterleaveEntity, InterleaveEntry, VisualRef
-from find3d.errors import InputError
+from find3d.errors import Find3dWarning, InputError
 from find3d.fileio import load_image
 
 _TOKEN = re.compile(r"<image:([^<>#]+)(?:#([^<>]+))?>")
@@ -123,12 +124,32 @@ def _indexed_ref(index_text: str, selector: str | None, images: Sequence[Any], m
 
 
 def _box_mask(spec: str, height: int, width: int, query: str) -> np.ndarray:
+    """The mask of ``#box=x0,y0,x1,y1`` (pixels: left, top, right, bottom edges); a box reaching past the image
+    is clipped to it with a warning, one with no area or none of it inside is refused."""
+    form = (f"write #box=x0,y0,x1,y1 in pixels of the {width}x{height} image (left, top, right, bottom edges; "
+            "x0 < x1, y0 < y1)")
     try:
         x0, y0, x1, y1 = (float(v) for v in spec.split(","))
     except ValueError as err:
-        raise InputError(f"query {query!r}: box must be box=x0,y0,x1,y1 in pixels, got box={spec}") from err
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise InputError(f"query {query!r}: box {spec} is outside the {width}x{height} image or has no area")
+        raise InputError(f"query {query!r}: #box={spec} is not four numbers; {form}, e.g. #box=10,10,50,40") from err
+    if not all(np.isfinite((x0, y0, x1, y1))):
+        raise InputError(f"query {query!r}: #box={spec} has a non-finite number; {form}")
+    if x0 >= x1 or y0 >= y1:
+        fix = f"#box={_num(min(x0, x1))},{_num(min(y0, y1))},{_num(max(x0, x1))},{_num(max(y0, y1))}"
+        raise InputError(f"query {query!r}: #box={spec} has no area (x0 < x1 and y0 < y1 are needed); {form}"
+                         + (f", e.g. {fix}" if x0 != x1 and y0 != y1 else ""))
+    clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        raise InputError(f"query {query!r}: #box={spec} lies outside the {width}x{height} image; {form}")
+    if clipped != (x0, y0, x1, y1):
+        box = ",".join(_num(v) for v in clipped)
+        warnings.warn(f"query {query!r}: #box={spec} reaches outside the {width}x{height} image; using the part "
+                      f"inside it, #box={box}", Find3dWarning, stacklevel=2)
+        x0, y0, x1, y1 = clipped
     mask = np.zeros((height, width), bool)
     mask[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
     return mask
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"

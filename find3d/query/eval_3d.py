@@ -500,6 +500,7 @@ def run(args: argparse.Namespace) -> int:
     if args.match_distance <= 0 or not 0.0 <= args.threshold <= 1.0 or not 0.0 <= args.acceptance <= 1.0:
         raise InputError("need --match-distance > 0, 0 <= --threshold <= 1 and 0 <= --acceptance <= 1.")
     scene, field = Scene.load(args.scene), Field.load(args.field)
+    check_same_scene(field, scene)
     interface = load_interface(field, args.checkpoint)
     embeddings, retrieval = query_embeddings(interface, scene, canonical=args.canonical_negatives)
     out = args.out or args.field
@@ -525,6 +526,29 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     print(f"-> {out / 'eval_3d.json'}")
     return 0
+
+
+def check_same_scene(field: Any, scene: Scene) -> None:
+    """Refuse a field exported from another scene than ``--scene``, at once (not after a minute of scoring).
+
+    The export's meta.json records its scene's folder. Another existing folder is another scene (two
+    make-scene seeds share file names and, on one orbit, poses too, so those cannot tell them apart); a
+    recorded folder that is gone (moved, copied elsewhere) is accepted when the field's frames and poses are
+    the scene's.
+    """
+    recorded = field.meta.get("scene")
+    if recorded and Path(recorded).resolve() == scene.root.resolve():
+        return
+    poses = {f["file_path"]: np.asarray(f["transform_matrix"], dtype=np.float64) for f in scene.transforms["frames"]}
+    same_frames = all(f["file_path"] in poses and np.allclose(f["c2w"], poses[f["file_path"]], atol=1e-6)
+                      for f in field.frames)
+    if same_frames and not (recorded and Path(recorded).is_dir()):
+        return
+    made = f"was exported from scene {recorded} (its meta.json)" if recorded else "records no scene"
+    frames = "" if same_frames else ", and its frames and poses are not the scene's"
+    fix = f"--scene {recorded}" if recorded else "the scene it was trained on"
+    raise InputError(f"--field {field.root} {made}, not --scene {scene.root}{frames}; pass {fix}, or the field "
+                     f"exported from {scene.root}.")
 
 
 def format_table(results: dict[str, Any]) -> str:

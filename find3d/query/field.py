@@ -26,6 +26,7 @@ code is stored dimension-major so each chunk is one wide (K, d+1) x (d+1, n) pro
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -457,6 +458,11 @@ def _short(value: Any, limit: int = 60) -> str:
 def encode(interface: Any, query: Any, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
            masks: Sequence[Any | None] | None = None) -> np.ndarray:
     """(D,) float32 unit embedding of text, an interleaved query or an image crop (a ``Path`` is an image)."""
+    if query is None or isinstance(query, (list, tuple, dict, set, bytes, bytearray, numbers.Number)):
+        several = "; for several queries, call once per query" if isinstance(query, (list, tuple, set)) else ""
+        raise InputError(f"query: got {type(query).__name__} {_short(query)}; pass one query: text ('the red mug'), "
+                         "interleaved text ('the mug next to <image:keys.png>') or an image crop (a pathlib.Path, "
+                         f"PIL image or (H, W, 3) array){several}.")
     if isinstance(query, str) and not query.strip():
         raise InputError("query: empty text; pass words, an <image:...> reference or --image CROP.")
     vector = interface.encode_query(query, base_dir=base_dir, images=images, masks=masks)

@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError('pass either a text query ("the red mug") or --image CROP, not both or neither.')
     if args.image is not None and not args.image.is_file():
         raise InputError(f"--image {args.image}: not found; pass the path of an image crop.")
+    out = args.out or args.field
+    # What can be checked without the model is checked first: loading it takes 10-30 s.
+    check_query(args.text, args.image)
+    check_out(out)
     field = Field.load(args.field)
     interface = load_interface(field, args.checkpoint)
     query: Any = args.text if args.image is None else args.image
@@ -74,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
     answered = answer(field, interface, query, negatives=args.negatives, threshold=args.threshold,
                       top_k=args.top_k, base_dir=Path.cwd(), objects=not args.points, acceptance=args.acceptance)
     result = answered.result
-    out = args.out or args.field
     write_result(field, result, out, str(query))
     if not result.found:
         print(f"{result.describe(str(query))} -> {out}")
@@ -85,6 +88,35 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.indices)} of {len(field)} points selected (threshold {result.threshold}; {what}){best} "
           f"-> {out}")
     return 0
+
+
+def check_query(text: str | None, image: Path | None) -> None:
+    """The query's syntax, its ``<image:...>`` files and boxes, or the crop file: whatever fails here would
+    fail the same way after the model has loaded."""
+    from find3d.fileio import load_image
+    from find3d.interface.syntax import parse_query
+
+    if image is not None:
+        load_image(image)
+    else:
+        parse_query(text, Path.cwd())
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder (new or existing) in a place this process can write to."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; pass a folder for mask.ply, query.npz, frames.json and the PNGs.")
+    existing = next(folder for folder in (out.absolute(), *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise InputError(f"--out {out}: {existing} is a file, so no folder can be made there; pass another --out.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot write into {existing} ({err.strerror}); pass an --out folder you "
+                         "can write to.") from err
 
 
 def load_interface(field: Any, checkpoint: Path | None, device: str = "auto", option: str = "--checkpoint CKPT"
