@@ -244,9 +244,8 @@ class VoxelMap:
         speckle; from the frames' mask votes, or from geometry alone if no frame brought masks."""
         parameters = parameters or SegmentParameters(voxel=self.voxel)
         rows = self.slots  # key order -> row
-        seen = self.votes.seen[:self.count].any() or self.votes.same[:self.count].any()
         labels = segment_nodes(self.keys, self.points()[rows], np.ones(len(rows)), parameters,
-                               self.features()[rows], self.votes if seen else None, rows, self.colors()[rows])
+                               self.features()[rows], self.votes, rows, self.colors()[rows])
         out = np.full(self.count, -1, np.int32)
         out[rows] = labels
         return out
