@@ -3,8 +3,9 @@
 Protocol (each category is asked as a user would: "the mug" and a synonym, "the cup"
 (``PHRASINGS``), each encoded through the interface with the negatives ``Field.query`` uses by
 default, the interface's vocabulary minus the query's class; the selection is ``Field.query``'s:
-whole 3D segments at relevancy >= ``--threshold`` or else the best one (``--points``: each point at
-relevancy >= ``--threshold``); a category's metrics are means over its phrasings):
+whole 3D instances at relevancy >= ``--threshold``, or else the best one if it reaches ``--acceptance``,
+else nothing ("not found"; ``--points``: each point at relevancy >= ``--threshold``); a category's metrics
+are means over its phrasings):
 
 - 3D IoU per category, on the ground-truth points (``ground_truth/points.npz``: things and the table,
   one per 5 mm voxel). Each GT point takes the selection of its nearest point of the method, or is
