@@ -77,7 +77,7 @@ def consistent(points: list[np.ndarray], views: list[View], tolerance: float = 0
         for j in [k for k in order if k != i][:neighbours]:
             near, far, z = _neighbourhood(views[j], xyz)
             support += (near <= z * (1 + tolerance)) & (far >= z * (1 - tolerance))
-            against += z < near * (1 - tolerance)
+            against += np.isfinite(near) & (z < near * (1 - tolerance))
         masks.append(against <= support)
     return masks
 
