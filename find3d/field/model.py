@@ -31,6 +31,12 @@ Design (pure torch so that it trains on a CPU; the fast CUDA pieces are used whe
   surface lies in the box (``surface_feature_loss_weight``). Through the rendering weights alone,
   which are still a fog early in training, a short run spreads each embedding along its ray and
   the head at the surface is a blur of its neighbours (measured in ``bench/results/field.md``).
+- Without depth (phone / COLMAP captures): colour alone shapes the geometry, helped by mip-NeRF
+  360's distortion loss (``distortion_loss_weight``), which pulls each ray's rendering weight into one
+  surface instead of a fog; the surface feature term then reads the field's own median surface
+  (detached, on rays whose accumulation reached 0.5) in place of the known one, so the head is still
+  supervised where the export reads it. Depth, where present, has already been cleaned of readings
+  other frames saw through (``find3d.field.data``).
 - Loss: MSE(rgb) + λ·(1 − cos(feature, target)) (+ the depth terms), λ = ``feature_loss_weight``
   (default 0.5). The cosine loss matches how features are used (relevancy is computed on unit
   vectors) and ignores the scale of the mask-weighted mixture E(x). The rendering weights are
