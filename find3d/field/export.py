@@ -212,6 +212,24 @@ def surface_points(pipeline: Any, geometry: str, downscale: int, min_accumulatio
             np.concatenate(colours).astype(np.float32) if colours else np.zeros((0, 3), np.float32))
 
 
+def median_depth(depth: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Each reading replaced by the median of the readings in its (2 radius + 1)^2 window (0 = none; a
+    reading with fewer than half its window read stays 0): a depth camera's edge-preserving spatial
+    filter. Axial noise and disparity steps of a few mm thicken the table beyond the 8 mm a support
+    plane is cut at, and what is left of it joins the objects into one 3D segment (make-scene
+    --sensor rgbd seed 101: 77 segments against 28 from exact depth, 3D mIoU 0.22 against 0.74); a
+    median of 25 readings cuts that noise about four-fold, and at an edge it takes one side, so a
+    mixed reading between fore- and background goes too. Exact depth of smooth surfaces is unchanged."""
+    height, width = depth.shape
+    padded = np.pad(np.where(depth > 0, depth, np.nan), radius, constant_values=np.nan)
+    size = 2 * radius + 1
+    window = np.stack([padded[r:r + height, c:c + width] for r in range(size) for c in range(size)])
+    count = np.isfinite(window).sum(axis=0)
+    window.sort(axis=0)  # NaN (no reading) sorts last: the median is the middle of the first ``count``
+    median = np.take_along_axis(window, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    return np.where((depth > 0) & (count * 2 >= size * size), median, 0.0).astype(np.float32)
+
+
 RENDER_CHUNK = 1 << 14  # rays per density-only render call
 
 
@@ -226,7 +244,7 @@ def _view_surface(pipeline: Any, index: int, item: dict[str, Any], rows: np.ndar
     bundle = cameras.generate_rays(camera_indices=index, coords=torch.from_numpy(coords).float())
     origins, directions = bundle.origins.numpy(), bundle.directions.numpy()
     if geometry == "depth":  # depth_image: z-depth in nerfstudio units, at the dataparser cameras' size
-        depth = item["depth_image"][..., 0].numpy()[np.ix_(rows, cols)]
+        depth = median_depth(item["depth_image"][..., 0].numpy())[np.ix_(rows, cols)]
         return depth * bundle.metadata["directions_norm"][..., 0].numpy(), origins, directions
     model = pipeline.model
     flat = bundle.flatten().to(model.device)
