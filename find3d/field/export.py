@@ -220,7 +220,12 @@ def median_depth(depth: np.ndarray, radius: int = 2) -> np.ndarray:
     plane is cut at, and what is left of it joins the objects into one 3D segment (make-scene
     --sensor rgbd seed 101: 77 segments against 28 from exact depth, 3D mIoU 0.22 against 0.74); a
     median of 25 readings cuts that noise about four-fold, and at an edge it takes one side, so a
-    mixed reading between fore- and background goes too. Exact depth of smooth surfaces is unchanged."""
+    mixed reading between fore- and background goes too. Exact depth of smooth surfaces is unchanged.
+    export-field keeps the window's field of view: 5x5 at 256 px (the measurement above), 3x3 at 128 px,
+    none below, where small objects are a few pixels wide and a median would erase them (64 px views:
+    GT object points within 2 cm of an exported point fell from 0.97 to 0.73 with 5x5)."""
+    if radius < 1:
+        return depth
     height, width = depth.shape
     padded = np.pad(np.where(depth > 0, depth, np.nan), radius, constant_values=np.nan)
     size = 2 * radius + 1
@@ -245,7 +250,8 @@ def _view_surface(pipeline: Any, index: int, item: dict[str, Any], rows: np.ndar
     bundle = cameras.generate_rays(camera_indices=index, coords=torch.from_numpy(coords).float())
     origins, directions = bundle.origins.numpy(), bundle.directions.numpy()
     if geometry == "depth":  # depth_image: z-depth in nerfstudio units, at the dataparser cameras' size
-        depth = median_depth(item["depth_image"][..., 0].numpy())[np.ix_(rows, cols)]
+        depth = item["depth_image"][..., 0].numpy()
+        depth = median_depth(depth, radius=min(2, depth.shape[1] // 128))[np.ix_(rows, cols)]
         return depth * bundle.metadata["directions_norm"][..., 0].numpy(), origins, directions
     model = pipeline.model
     flat = bundle.flatten().to(model.device)
