@@ -219,6 +219,8 @@ def find_export(run_config: Path) -> Path | None:
     found = []
     for folder in [run_config.parent, *list(run_config.parent.parents)[:EXPORT_SEARCH_DEPTH]]:
         for meta in folder.glob("*/meta.json"):
+            if meta.parent.name.startswith("."):  # hidden: a staging folder, not (yet) an export
+                continue
             with contextlib.suppress(Find3dError, OSError):
                 data = read_json(meta)
                 if isinstance(data, dict) and data.get("format") == FORMAT and \
@@ -401,7 +403,7 @@ class FieldViewer(nn.Module):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._worker: threading.Thread | None = None
-        self._preloading = False
+        self._started = False  # the worker has been asked to load the interface (first viewer frame)
 
     # ------------------------------------------------------------------------------------ settings
     def settings(self) -> Settings:
@@ -439,6 +441,10 @@ class FieldViewer(nn.Module):
         self._wake.set()
 
     def _work(self) -> None:
+        # One torch thread for this thread only (OpenMP's count is per thread): beside training or rendering on
+        # a busy CPU, two threads' hand-offs stall; a new text then encodes in 0.1-0.2 s instead of 0.3-1.4 s
+        # (MiniLM-L6, 2 cores at load 6: bench/results/viewer.md).
+        torch.set_num_threads(1)
         while True:
             self._wake.wait()
             if "answer" in self._pending:
@@ -530,10 +536,13 @@ class FieldViewer(nn.Module):
             fail(err)
         if answer is None and self._viewer is None:
             return outputs
-        if self._viewer is not None and not self._asker.interface_loaded and not self._preloading:
-            # The interface takes seconds to load: start when the viewer first renders, not at the first query.
-            self._preloading = True
+        if self._viewer is not None and not self._started:
+            # The interface takes seconds to load: start when the viewer first renders, not at the first query;
+            # and answer a query the controls started with (FIND3D_QUERY).
+            self._started = True
             self._request("load")
+            if self.settings().query:
+                self._request("answer")
         rgb = outputs["rgb"].clamp(0.0, 1.0)
         vectors = None if answer is None else answer.on(rgb.device)
         if answer is None or vectors is None:
