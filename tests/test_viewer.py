@@ -84,6 +84,29 @@ def test_settings_from_environment() -> None:
             Settings.from_environment({"FIND3D_THRESHOLD": bad})
 
 
+def test_find_export_through_the_run_folder(tmp_path: Path) -> None:
+    """The newest export naming this run's config.yml, beside the runs folder; not another run's, nor a hidden
+    (staging) folder's."""
+    from find3d.field.viewer import find_export
+    from find3d.query.field import FORMAT
+
+    config = tmp_path / "runs" / "scene" / "find-field" / "2026-01-01_000000" / "config.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text("")
+    assert find_export(config) is None
+    for name, owner in (("old", config), ("other", tmp_path / "elsewhere.yml"), ("new", config), (".staging", config)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "meta.json").write_text(json.dumps({"format": FORMAT, "config": str(owner)}))
+        time.sleep(0.01)  # distinct modification times
+    assert find_export(config) == tmp_path / "new"
+    deep = tmp_path / "deep" / "1" / "2" / "3" / "4" / "run" / "config.yml"  # the export 5 folders up: not searched
+    deep.parent.mkdir(parents=True)
+    (tmp_path / "deep" / "export").mkdir()
+    (tmp_path / "deep" / "export" / "meta.json").write_text(json.dumps({"format": FORMAT, "config": str(deep)}))
+    assert find_export(deep) is None
+    assert find_export(tmp_path / "deep" / "1" / "2" / "3" / "run" / "config.yml") is None  # another run
+
+
 def test_queries_need_the_runs_interface(tmp_path: Path) -> None:
     from find3d.field.viewer import Asker
 
