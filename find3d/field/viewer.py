@@ -16,22 +16,22 @@ Custom Elements > model > find3d, in the order of their attribute names):
   **Write answer** (``mask.ply``, ``query.npz``, ``frames.json`` and relevancy PNGs exactly as ``find3d query``
   writes them, into ``RUN/find3d_queries/<query>/``).
 
-Outputs (added to ``get_outputs_for_camera_ray_bundle``, so they appear in the viewer's "Output type" and
-in ``ns-render --rendered-output-names``):
+Outputs (added to ``get_outputs_for_camera``, the whole-image render of the viewer and ``ns-render``, so they
+appear in the viewer's "Output type" and in ``ns-render --rendered-output-names``):
 
 - ``relevancy`` (H, W, 1): LERF relevancy of each pixel's rendered feature against the query and the
   negatives, as ``Field.relevancy`` scores points; one channel, so the viewer's colormap controls apply.
 - ``composited`` (H, W, 3): the RGB render with the answer drawn over it as the query PNGs draw it
   (``find3d.query.render.relevancy_image``: turbo colour of the relevancy at alpha 0.6). With whole objects,
-  the answer's own exported points (the selected segments) are splatted into the view where the rendered
-  surface does not hide them (``Splatter``), tinted and outlined. Otherwise, the pixels at or above the
-  threshold. An answer that selects nothing highlights nothing (the Status says so).
+  the answer's own exported points (the selected segments) are splatted into the view where no other
+  exported point lies in front of them (``Splatter``), tinted and outlined. Otherwise, the pixels at or
+  above the threshold. An answer that selects nothing highlights nothing (the Status says so).
 
 Cost: the query is encoded once per change, never per ray batch, on a worker thread that holds no lock
 (the text box sends every keystroke, so it waits ``DEBOUNCE_S`` for typing to pause; the newest settings
 win), so training never waits for it. Per frame the outputs cost one (1 + K) x D product per pixel on the
-feature image the model renders anyway, and with whole objects a splat of the selected points only
-(``bench/viewer.py`` measures both against the RGB frame).
+feature image the model renders anyway, and with whole objects one projection of the export's points (its
+z-buffer) and a splat of the selected ones (``bench/viewer.py`` measures both against the RGB frame).
 
 ``ns-render`` and ``ns-viewer`` start the controls from environment variables: ``FIND3D_QUERY``,
 ``FIND3D_NEGATIVES``, ``FIND3D_THRESHOLD``, ``FIND3D_FIELD`` (the export folder: whole objects need it here,
