@@ -442,8 +442,8 @@ class FieldViewer(nn.Module):
 
     def _work(self) -> None:
         # One torch thread for this thread only (OpenMP's count is per thread): beside training or rendering on
-        # a busy CPU, two threads' hand-offs stall; a new text then encodes in 0.1-0.2 s instead of 0.3-1.4 s
-        # (MiniLM-L6, 2 cores at load 6: bench/results/viewer.md).
+        # a busy CPU, two threads' hand-offs stall (measured on 2 cores at load 6: a new text encodes in
+        # 0.1-0.2 s with one thread, 0.3-1.4 s with two), and training keeps its cores.
         torch.set_num_threads(1)
         while True:
             self._wake.wait()
