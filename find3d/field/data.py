@@ -57,8 +57,10 @@ class FeatureDataset(InputDataset):
         self.frame_index = [
             self.store.index_of(_relative(Path(f), scene_dir)) for f in dataparser_outputs.image_filenames
         ]
-        # The model sizes its feature head from this (the pipeline passes dataset metadata to the model).
-        self.metadata = {**self.metadata, "feature_dim": self.store.meta.dim}
+        # The pipeline passes dataset metadata to the model: it sizes its feature head from the dimension, and
+        # its viewer controls (find3d.field.viewer) encode queries with the interface the store records.
+        self.metadata = {**self.metadata, "feature_dim": self.store.meta.dim, "embeddings_dir": str(store_dir),
+                         "checkpoint": self.store.meta.checkpoint, "model": self.store.meta.model}
         # Computed here, before the data loader's workers fork, so that they share it.
         self.trusted = self._trusted_depth() if dataparser_outputs.metadata.get("depth_filenames") else None
 

@@ -56,8 +56,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle, RaySamples
-from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.data.scene_box import OrientedBox, SceneBox
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
 from nerfstudio.model_components.losses import distortion_loss
@@ -70,6 +71,7 @@ from torch import nn
 from torch.nn import Parameter
 
 from find3d.errors import DataError
+from find3d.field.viewer import FieldViewer
 
 
 class TriPlaneEncoding(nn.Module):
@@ -233,6 +235,8 @@ class FindFieldModel(Model):
         self.renderer_depth = DepthRenderer(method="expected")
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_median = DepthRenderer(method="median")
+        # Query controls in nerfstudio's viewer and the relevancy / composited outputs (find3d.field.viewer).
+        self.find3d = FieldViewer(metadata, self.feature_dim)
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
         return {"fields": [*self.field.parameters(), *self.environment.parameters()]}
@@ -286,6 +290,11 @@ class FindFieldModel(Model):
             if self.config.distortion_loss_weight > 0:
                 outputs["distortion"] = distortion_loss([weights], [samples])
         return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: OrientedBox | None = None) -> dict[str, torch.Tensor]:
+        """nerfstudio's whole-image render (viewer, ns-render) plus find3d's query outputs (find3d.field.viewer)."""
+        return self.find3d.add_outputs(super().get_outputs_for_camera(camera, obb_box=obb_box), camera)
 
     def _rgb_pair(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device)[..., :3]
