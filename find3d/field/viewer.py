@@ -336,9 +336,7 @@ class Asker:
         result = self._answer(settings, export, base_dir, top_k=0).result
         answer.export, answer.result, answer.splatter = export, result, splatter
         answer.message = (f"{settings.query!r}: {len(result.indices)} of {len(export)} points of {folder.name}"
-                          if len(result.indices) else
-                          f"{settings.query!r}: nothing selected at threshold {settings.threshold:.2f}; "
-                          "nothing is highlighted.")
+                          if result.found else f"{result.describe(settings.query)}; nothing is highlighted.")
         return answer
 
     def _answer(self, settings: Settings, export: Field, base_dir: Path, top_k: int) -> Any:
