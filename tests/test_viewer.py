@@ -28,6 +28,7 @@ from find3d.errors import InputError
 BIN = Path(sys.executable).parent
 PACKAGED = Path(__file__).resolve().parent.parent / "find3d" / "assets" / "interface-cpu.pt"
 FIRST, SECOND = "the tray", "the robot"
+OTHERS = ("the teddy bear", "the duck", "the soccer ball", "the toy car")  # the second query where no robot is in view
 MAX_RES = 96  # the viewer's render size in the browser test (its longer side): every CPU ray counts
 # A highlight is right when most of it lies on the queried objects and it covers most of them (it is drawn
 # from the export's points, so its border is a few pixels off the ground truth's).
@@ -409,8 +410,11 @@ def test_viewer_in_chromium(field: dict[str, Path], tmp_path: Path) -> None:
             first = ui.next_full_frame()
             steps.append(("composited", time.monotonic()))
             Image.fromarray(first).save(tmp_path / "composited_1.png")
-            ui.type("Query", SECOND)
-            wait_until(lambda: ui.status().startswith(repr(SECOND)), 300, "the second answer")
+            # the second query: an object the best view of the first shows (its ground truth says which)
+            then = next((q for q in (SECOND, *OTHERS) if category_mask(field["scene"], frame, q[4:]).sum() > 50),
+                        SECOND)
+            ui.type("Query", then)
+            wait_until(lambda: ui.status().startswith(repr(then)), 300, "the second answer")
             second = ui.next_full_frame()
             steps.append(("second query", time.monotonic()))
             Image.fromarray(second).save(tmp_path / "composited_2.png")
@@ -422,11 +426,11 @@ def test_viewer_in_chromium(field: dict[str, Path], tmp_path: Path) -> None:
         viewer.terminate()
         viewer.wait(timeout=30)
     tray, inside = frame_in_view(field["scene"], frame, "tray", view, rgb.shape[:2])
-    robot, _ = frame_in_view(field["scene"], frame, "robot", view, rgb.shape[:2])
-    assert tray.sum() > 500 and robot.sum() > 50, "both queried objects must be in the view"
+    other, _ = frame_in_view(field["scene"], frame, then[4:], view, rgb.shape[:2])
+    assert tray.sum() > 500 and other.sum() > 50, "both queried objects must be in the view"
     highlights = [(np.abs(shot.astype(np.int32) - rgb).sum(axis=-1) > 60) & inside for shot in (first, second)]
     pixel = int(np.ceil(view[3] / rendered[1]))  # one rendered pixel, in screen pixels
-    for highlight, truth, query in zip(highlights, (tray, robot), (FIRST, SECOND)):
+    for highlight, truth, query in zip(highlights, (tray, other), (FIRST, then)):
         precision, recall = overlap(highlight, truth, tolerance=pixel)
         print(f"{query!r}: {highlight.sum()} px highlighted of {inside.sum()} in the frame, precision "
               f"{precision:.2f}, recall {recall:.2f}")
