@@ -460,6 +460,11 @@ def _answer(field_dir: Path, interface) -> tuple[np.ndarray, np.ndarray]:
     return result.relevancy, np.array([hit.index for hit in result.frames])
 
 
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    # Recursive: eval-3d may have written its fusion baseline into the field folder.
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
 @pytest.mark.slow
 def test_a_killed_export_leaves_the_old_field_whole_or_no_field(pipeline: dict[str, Path], interface,
                                                                tmp_path: Path) -> None:
@@ -470,11 +475,11 @@ def test_a_killed_export_leaves_the_old_field_whole_or_no_field(pipeline: dict[s
     old = tmp_path / "field"
     shutil.copytree(pipeline["field"], old)
     (old / "notes.txt").write_text("the user's own file")
-    files = {path.name: path.read_bytes() for path in old.iterdir()}
+    files = _snapshot(old)
     relevancy, frames = _answer(old, interface)
     # Re-export into the existing field, killed after features.f16 was written: the old field is untouched.
     _kill_mid_write(config, old)
-    assert {path.name: path.read_bytes() for path in old.iterdir()} == files
+    assert _snapshot(old) == files
     after, after_frames = _answer(old, interface)
     np.testing.assert_array_equal(after, relevancy)
     np.testing.assert_array_equal(after_frames, frames)
