@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from field import train  # bench/field.py: one default ns-train find-field run
 
+from find3d.query.field import ACCEPTANCE
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "instances.md"
 LAYOUTS = {"orbit": ((101, 102, 103), {}),
@@ -94,9 +96,10 @@ def run_scene(args: argparse.Namespace, layout: str, seed: int, work: Path) -> d
         times = build(args, layout, seed, scene, field_dir, interface)
         kept.write_text(json.dumps(times))
     if layout in FUSION_ONLY:
-        return {"layout": layout, "seed": seed, "times": {}, "eval": fusion_only(scene, interface, scene.parent)}
+        return {"layout": layout, "seed": seed, "times": {},
+                "eval": fusion_only(scene, interface, scene.parent, args.acceptance)}
     evals = {}
-    for name, extra in (("objects", []), ("points", ["--points"])):
+    for name, extra in (("objects", ["--acceptance", str(args.acceptance)]), ("points", ["--points"])):
         out = scene.parent / f"eval_{name}"
         if cli(["eval-3d", "--scene", str(scene), "--field", str(field_dir), "--out", str(out), *extra]) != 0:
             sys.exit("eval-3d failed (see above)")
@@ -130,7 +133,7 @@ def build(args: argparse.Namespace, layout: str, seed: int, scene: Path, field_d
     return times
 
 
-def fusion_only(scene_dir: Path, interface: Any, work: Path) -> dict[str, dict[str, Any]]:
+def fusion_only(scene_dir: Path, interface: Any, work: Path, acceptance: float) -> dict[str, dict[str, Any]]:
     """eval-3d's reports of the fusion map alone (whole objects and per point), as ``run_scene``'s ``eval``."""
     from types import SimpleNamespace
 
@@ -147,10 +150,11 @@ def fusion_only(scene_dir: Path, interface: Any, work: Path) -> dict[str, dict[s
     out = {}
     for selection in ("objects", "points"):
         report = eval_3d.evaluate(fused, scene, embeddings, 0.5, eval_3d.MATCH_DISTANCE, retrieval,
-                                  objects=selection == "objects")
+                                  objects=selection == "objects", acceptance=acceptance)
         if selection == "objects":
             report["instances"] = eval_3d.instance_ap(fused, scene, interface, match)
-            report["absent"] = eval_3d.evaluate_absent(fused, interface, eval_3d.absent_queries(scene, interface), 0.5)
+            report["absent"] = eval_3d.evaluate_absent(fused, interface, eval_3d.absent_queries(scene, interface), 0.5,
+                                                       acceptance)
         out[selection] = {"fusion_baseline": report}
     return out
 
@@ -170,7 +174,8 @@ def format_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = ["# 3D instances in clutter, and \"not found\"", "",
              f"Interface: `{args.checkpoint.name}`; {args.views} training + {args.heldout} held-out views at 256 px; "
-             f"find-field {args.iterations} iterations; eval-3d at threshold 0.5, acceptance its default. Machine: "
+             f"find-field {args.iterations} iterations; eval-3d at threshold 0.5, acceptance {args.acceptance}. "
+             "Machine: "
              f"{os.cpu_count()} CPU cores, torch on {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) (load "
              f"average at the end {load}). Command: `.venv/bin/python bench/instances.py`. Layouts and seeds: "
              "module docstring of bench/instances.py.", ""]
@@ -216,6 +221,8 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=20)
     parser.add_argument("--heldout", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=800)
+    parser.add_argument("--acceptance", type=float, default=ACCEPTANCE,
+                        help="eval-3d's --acceptance (0: a query always takes its best instance, no 'not found')")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep every scene, field and its timings in this folder, and only evaluate again the "
