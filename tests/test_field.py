@@ -408,6 +408,15 @@ def test_export_depth_geometry(exports: dict[str, tuple[dict, Path]], scene: Pat
     assert on_gt.sum() > 500 and named.mean() > 0.6
 
 
+def test_default_downscale_reads_every_depth_pixel_and_renders_two_rays_a_point() -> None:
+    from find3d.field.export import default_downscale
+
+    assert default_downscale("depth", 400 * 256 * 256, 200_000) == 1  # reading a depth pixel costs nothing
+    assert default_downscale("render", 16 * 64 * 64, 200_000) == 1  # never fewer than every pixel
+    assert default_downscale("render", 25 * 256 * 256, 200_000) == 2  # 410k rays for 200k points
+    assert default_downscale("render", 400 * 256 * 256, 200_000) == 8  # a phone video: 410k rays, not 26M
+
+
 @pytest.mark.slow
 def test_export_depth_geometry_needs_depth(trained: Path, scene: Path, tmp_path: Path) -> None:
     """--geometry depth on a scene whose frames have no depth maps says so and names the fix."""

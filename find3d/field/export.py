@@ -41,9 +41,11 @@ else ``render``):
   scene box). For scenes without depth (phone / COLMAP captures).
 
 Either way every training view gives a point every ``downscale`` pixels along nerfstudio's rays (so
-with the frames' distortion), kept inside the scene box and coloured from the view's image; with
-``consistency`` (default) points another view saw through are dropped (``find3d.field.fuse``:
-flying pixels, floaters). Points are averaged per voxel with a voxel size chosen so that about
+with the frames' distortion; by default every pixel of a depth map, and for ``render`` the coarsest
+step that still casts ``RAYS_PER_POINT`` rays per exported point, since rendering is the export's
+cost and the voxel merge keeps only ``num_points`` anyway), kept inside the scene box and coloured
+from the view's image; with ``consistency`` (default) points another view saw through are dropped
+(``find3d.field.fuse``: flying pixels, floaters). Points are averaged per voxel with a voxel size chosen so that about
 ``num_points`` remain, and each point's feature is the field's feature head there
 (``FindField.features_at``). The points are cut into 3D instances from the training frames' panoptic
 masks (``export_segments``). The export is all-or-nothing: every file is written into a staging folder
@@ -55,6 +57,7 @@ folder, never a mix; its staging folder is removed by the next export there.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -75,7 +78,7 @@ EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vect
 
 
 def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_points: int = 200_000,
-                 min_accumulation: float = 0.5, downscale: int = 1, code_dim: int = 32,
+                 min_accumulation: float = 0.5, downscale: int | None = None, code_dim: int = 32,
                  geometry: str = "auto", consistency: bool = True) -> dict[str, Any]:
     """Export the trained field of ``config_yml`` as points at ``out_dir`` (see module doc)."""
     import torch
@@ -85,7 +88,7 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
 
     config_yml = validate.path(config_yml, "config_yml")
     num_points = validate.integer(num_points, "num_points", minimum=1)
-    downscale = validate.integer(downscale, "downscale", minimum=1)
+    downscale = None if downscale is None else validate.integer(downscale, "downscale", minimum=1)
     code_dim = validate.integer(code_dim, "code_dim", minimum=0)
     if not 0.0 <= validate.number(min_accumulation, "min_accumulation") < 1.0:
         raise InputError(f"min_accumulation: got {min_accumulation}; pass a number in [0, 1).")
@@ -107,6 +110,9 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
                          "frame a depth_file_path (millimetre uint16 PNG, as make-scene and ingest-bag write).")
     if geometry == "auto":
         geometry = "depth" if has_depth else "render"
+    if downscale is None:
+        cameras = outputs.cameras
+        downscale = default_downscale(geometry, int((cameras.width * cameras.height).sum()), num_points)
     transform = saved_transform(outputs.dataparser_transform.cpu().numpy(), read_json(scene_dir / "transforms.json"))
     scale = float(outputs.dataparser_scale)
     with torch.no_grad():
@@ -131,6 +137,18 @@ def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_
                         "config": str(config_yml.resolve()), "checkpoint": store.meta.checkpoint,
                         "model": store.meta.model})
     return {"points": len(xyz), "dim": int(feature.shape[1]), "geometry": geometry, "out": str(out_dir)}
+
+
+RAYS_PER_POINT = 2  # rendered rays per exported point: enough for the voxel merge to fill every voxel
+
+
+def default_downscale(geometry: str, pixels: int, num_points: int) -> int:
+    """Every depth pixel (they cost nothing to read); for ``render``, the largest step that still casts
+    ``RAYS_PER_POINT`` rays per point of ``num_points`` over the training views' ``pixels``. On 25
+    256-px views and 200k points that is 2: a quarter of the rays, the export's main cost."""
+    if geometry == "depth":
+        return 1
+    return max(1, int(math.sqrt(pixels / (RAYS_PER_POINT * num_points))))
 
 
 def training_frames(outputs: Any) -> set[str]:
@@ -436,9 +454,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "(default: auto)")
     parser.add_argument("--min-accumulation", type=validate.cli(validate.number, low=0.0, high=0.999), default=0.5,
                         help="render geometry: drop rays whose rendered opacity is below this (they hit no surface)")
-    parser.add_argument("--downscale", type=validate.cli(validate.integer, minimum=1), default=1,
+    parser.add_argument("--downscale", type=validate.cli(validate.integer, minimum=1), default=None,
                         help="use the training views this much smaller (one rendered ray or depth pixel per "
-                             "DOWNSCALE x DOWNSCALE pixels)")
+                             "DOWNSCALE x DOWNSCALE pixels; default: 1 for depth geometry, for render the "
+                             f"coarsest that casts {RAYS_PER_POINT} rays per exported point, which may give "
+                             "fewer points than --num-points; 1 gives the most)")
     parser.add_argument("--consistency", action=argparse.BooleanOptionalAction, default=True,
                         help="drop surface points that another training view saw through (flying pixels of a depth "
                              "camera, floaters of a field trained without depth; default: on)")
