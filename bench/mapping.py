@@ -57,23 +57,6 @@ def default_checkpoint(work: Path) -> Path:
     return train_interface(config) / "checkpoints" / "last.pt"
 
 
-def scene_frames(scene: Path) -> list:
-    from PIL import Image
-
-    from find3d.fileio import read_json
-    from find3d.ingest.camera import Intrinsics
-    from find3d.mapping.mapper import Frame
-
-    meta = read_json(scene / "transforms.json")
-    camera = Intrinsics.from_transforms(meta)
-    frames = []
-    for entry in meta["frames"]:
-        rgb = np.asarray(Image.open(scene / entry["file_path"]).convert("RGB"))
-        depth = np.asarray(Image.open(scene / entry["depth_file_path"]))
-        frames.append(Frame(rgb, depth, camera, np.asarray(entry["transform_matrix"])))
-    return frames
-
-
 def keyframe_run(interface, frames: list, work: Path) -> tuple[list, dict]:
     """Each frame offered once the previous is fused; returns the timings and the final stats."""
     from find3d.mapping.mapper import Mapper, MappingConfig
@@ -150,6 +133,7 @@ def main() -> None:
     from find3d.data.make_scene import make_scene
     from find3d.fileio import atomic_write_text
     from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, bound_bytes
+    from find3d.mapping.mapper import scene_frames
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="FIND interface checkpoint")

@@ -68,7 +68,7 @@ def atomic_folder(path: str | os.PathLike, carry: Callable[[str], bool] | None =
         if path.is_dir():
             for entry in path.iterdir():
                 if carry is not None and carry(entry.name):
-                    _link_into(entry, staging / entry.name)
+                    link_into(entry, staging / entry.name)
         _swap_in(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a swap: the old folder
@@ -97,8 +97,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _link_into(source: Path, target: Path) -> None:
-    """Hard-link a file or a folder tree (no data is copied; the old folder keeps its own links)."""
+def link_into(source: Path, target: Path) -> None:
+    """Hard-link a file or a folder tree at ``target`` (no data is copied; ``source`` keeps its own links);
+    copied where the file system has no hard links."""
     if source.is_dir() and not source.is_symlink():
         shutil.copytree(source, target, symlinks=True, copy_function=_link)
     else:

@@ -190,27 +190,41 @@ def check_run_config(config_yml: Path) -> None:
 def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
                  image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
                  extra: dict[str, Any] | None = None, segments: np.ndarray | None = None) -> None:
-    """Write an export folder (format in the module docstring) from arrays; meta.json goes last.
+    """Write an export folder (format in the module docstring) from arrays, all-or-nothing.
     ``segments``: the points' 3D instances (N,) int32, if cut already."""
-    if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
-        raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
-                         f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
-    # Unit features make the stored dot products cosines (what relevancy needs).
-    feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
+    _check_arrays(xyz, rgb, feature, image_vectors, frames, segments)
     out_dir = check_export_folder(out_dir)
-    if segments is not None and np.shape(segments) != (len(xyz),):
-        raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
     # All-or-nothing: the files are only valid together (meta.json counts the points of points.ply, the
     # code belongs to its decoder), so they go into a staging folder that replaces the old export whole.
     with atomic_folder(out_dir, carry=lambda name: name not in EXPORT_FILES) as staging:
-        code_meta = _write_arrays(staging, xyz, rgb, feature, image_vectors, code_dim)
-        segment_meta = None
-        if segments is not None:
-            _atomic_array(staging / "segments.i32", np.asarray(segments, np.int32))
-            segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
-        meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
-                "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
-        atomic_write_json(staging / "meta.json", meta)
+        write_export_files(staging, xyz, rgb, feature, image_vectors, frames, code_dim, extra, segments)
+
+
+def write_export_files(folder: Path, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
+                       image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
+                       extra: dict[str, Any] | None = None, segments: np.ndarray | None = None) -> None:
+    """The files of an export into ``folder``, meta.json last; for a caller that stages the folder itself
+    (``write_export``, a saved live map: ``find3d.mapping.store``)."""
+    _check_arrays(xyz, rgb, feature, image_vectors, frames, segments)
+    # Unit features make the stored dot products cosines (what relevancy needs).
+    feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
+    code_meta = _write_arrays(folder, xyz, rgb, feature, image_vectors, code_dim)
+    segment_meta = None
+    if segments is not None:
+        _atomic_array(folder / "segments.i32", np.asarray(segments, np.int32))
+        segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
+    meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
+            "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
+    atomic_write_json(folder / "meta.json", meta)
+
+
+def _check_arrays(xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray, image_vectors: np.ndarray,
+                  frames: list[dict[str, Any]], segments: np.ndarray | None) -> None:
+    if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
+        raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
+                         f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
+    if segments is not None and np.shape(segments) != (len(xyz),):
+        raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
 
 
 def check_export_folder(out_dir: str | os.PathLike) -> Path:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, Samples, VoxelMap
+
+if TYPE_CHECKING:
+    from find3d.mapping.cold import ColdStore
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,12 @@ class LiveMap:
     """``add(keyframe, samples)`` from one thread, ``field()`` / ``cloud()`` from any other."""
 
     def __init__(self, dim: int, voxel: float = DEFAULT_VOXEL, max_voxels: int = DEFAULT_MAX_VOXELS,
-                 root: str | Path = ".") -> None:
-        self.voxels = VoxelMap(dim, voxel, max_voxels)
+                 root: str | Path = ".", cold: ColdStore | None = None, spill: bool | None = None) -> None:
+        self.voxels = VoxelMap(dim, voxel, max_voxels, cold, spill)
         self.keyframes: list[Keyframe] = []
         self.root = Path(root)
         self.version = 0  # bumped by every add: what snapshots are cached by
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # held by whoever reads or changes the map (a save, too)
         self._field: tuple[int, Any] | None = None
 
     @property
@@ -59,7 +62,7 @@ class LiveMap:
 
     def add(self, keyframe: Keyframe, samples: Samples) -> int:
         """Fuse one keyframe's samples; returns the voxels it added."""
-        with self._lock:
+        with self.lock:
             added = self.voxels.integrate(samples)
             self.keyframes.append(keyframe)
             self.version += 1
@@ -67,26 +70,47 @@ class LiveMap:
 
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """(points (N, 3), colours (N, 3)) of the map now."""
-        with self._lock:
+        with self.lock:
             return self.voxels.points(), self.voxels.colors()
 
     def nbytes(self) -> int:
-        with self._lock:
+        with self.lock:
             return self.voxels.nbytes
+
+    def snapshot(self) -> tuple[int, VoxelMap, list[Keyframe]]:
+        """(version, a copy of the voxels, the keyframes) as they are now, to read (save) while mapping goes on."""
+        with self.lock:
+            return self.version, self.voxels.copy(), list(self.keyframes)
 
     def field(self) -> Any:
         """The map as a ``find3d.query.field.Field`` (cached until the next ``add``)."""
-        from find3d.query.field import Field
-
-        with self._lock:
+        with self.lock:
             if self._field is not None and self._field[0] == self.version:
                 return self._field[1]
-            points, colors, features = self.voxels.points(), self.voxels.colors(), self.voxels.features()
-            frames = [keyframe.entry() for keyframe in self.keyframes]
-            vectors = (np.stack([k.image_vector for k in self.keyframes]).astype(np.float32) if frames
-                       else np.zeros((0, self.dim), np.float32))
-            meta = {"format": "find3d-live-map", "dim": self.dim, "count": len(points), "frames": frames,
-                    "voxel": self.voxels.voxel}
-            field = Field(self.root, meta, points, colors, features, vectors, None, None, self.voxels.segments())
+            field = map_field(self.voxels, self.keyframes, self.root)
             self._field = (self.version, field)
             return field
+
+    def offer_field(self, version: int, field: Any) -> None:
+        """Cache ``field``, built from a snapshot of ``version`` (a save's), if the map has not changed since."""
+        with self.lock:
+            if version == self.version:
+                self._field = (version, field)
+
+    def close(self) -> None:
+        """Release the spilled runs (a temporary store's folder is deleted)."""
+        if self.voxels.cold is not None:
+            self.voxels.cold.close()
+
+
+def map_field(voxels: VoxelMap, keyframes: list[Keyframe], root: Path) -> Any:
+    """A ``find3d.query.field.Field`` of a voxel map and the keyframes fused into it."""
+    from find3d.query.field import Field
+
+    points, colors, features = voxels.points(), voxels.colors(), voxels.features()
+    frames = [keyframe.entry() for keyframe in keyframes]
+    vectors = (np.stack([k.image_vector for k in keyframes]).astype(np.float32) if frames
+               else np.zeros((0, voxels.dim), np.float32))
+    meta = {"format": "find3d-live-map", "dim": voxels.dim, "count": len(points), "frames": frames,
+            "voxel": voxels.voxel}
+    return Field(root, meta, points, colors, features, vectors, None, None, voxels.segments())
