@@ -59,28 +59,39 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clutter", action="store_true",
                         help="put most objects in contact, as on a real desk: side by side, leaning on each other, "
                              "small ones resting on a support ('the duck on the block'); ground truth stays exact")
+    parser.add_argument("--rooms", type=validate.cli(validate.integer, minimum=1), default=1,
+                        help="a floor of this many rooms, each a table with its objects and two walls, that the "
+                             "camera drives through: --views and --heldout are shared among the rooms, plus one "
+                             "view between each two (find3d.data.floor; default 1: one table, orbited)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
-                         overwrite=args.overwrite, repeat=args.repeat, close=args.close, clutter=args.clutter)
+                         overwrite=args.overwrite, repeat=args.repeat, close=args.close, clutter=args.clutter,
+                         rooms=args.rooms)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
-               overwrite: bool = False, repeat: bool = False, close: bool = False, clutter: bool = False
-               ) -> dict[str, Any]:
+               overwrite: bool = False, repeat: bool = False, close: bool = False, clutter: bool = False,
+               rooms: int = 1) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
     ``repeat_categories``; ``close``: see ``_close_views``; ``clutter``: objects in contact
-    (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time)."""
+    (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time); ``rooms`` > 1: a floor
+    of that many rooms (``find3d.data.floor``)."""
     validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
         raise InputError(f"--size {size}: images must be at least 32 px; pass e.g. --size 256.")
     out = Path(out)
+    validate.integer(rooms, "rooms", minimum=1)
     prepare_folder(out, overwrite, OUTPUTS, ("images", "depths", "instances", "ground_truth"))
+    if rooms > 1:
+        from find3d.data.floor import make_floor
+
+        return make_floor(out, seed, rooms, views, heldout, size, repeat, clutter)
     if clutter:
         spec = compose_clutter(np.random.default_rng([seed, 2]), min_objects=5, max_objects=7, repeat=repeat)
     else:
