@@ -345,12 +345,11 @@ class VoxelMap:
         votes = MaskVotes()
         votes.seen, votes.same = rows["votes_seen"], rows["votes_same"]
         seen = votes.seen.any() or votes.same.any()
-        points = (rows["xyz"] / rows["weight"][:, None]).astype(np.float32)
-        sums = rows["feature"]
-        features = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-        colors = rows["rgb"] / rows["weight"][:, None]
-        labels = segment_nodes(keys[order], points[order], np.ones(len(order)), parameters, features[order],
-                               votes if seen else None, order, colors[order])
+        weight = rows["weight"][order, None]
+        points = (rows["xyz"][order] / weight).astype(np.float32)
+        # the embedding sums as they are (their cosines need no unit copy of the map)
+        labels = segment_nodes(keys[order], points, np.ones(len(order)), parameters, rows["feature"],
+                               votes if seen else None, order, rows["rgb"][order] / weight)
         out = np.full(len(keys), -1, np.int32)
         out[order] = labels
         return out
