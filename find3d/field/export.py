@@ -23,6 +23,9 @@ Output folder (read by ``find3d.query.Field.load``)::
     segments.i32       np.memmap int32 (N,): each point's 3D instance, -1 for none (meta.json "segments":
                        {"file", "count"}); cut from the training frames' panoptic masks
                        (``find3d.query.segments``) when the embeddings store holds them
+    segment_vectors.f32  optional (meta.json "segments": {"vectors": file}): float32 (S, D) unit mean
+                       embedding of each instance (a saved map writes it: its first query reads S
+                       vectors instead of N embeddings)
 
 Geometry (``geometry``; ``auto``, the default, is ``depth`` when the training frames have depth maps,
 else ``render``):
@@ -213,9 +216,15 @@ def write_export_files(folder: Path, xyz: np.ndarray, rgb: np.ndarray, feature: 
     if segments is not None:
         _atomic_array(folder / "segments.i32", np.asarray(segments, np.int32))
         segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
-    meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
-            "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
-    atomic_write_json(folder / "meta.json", meta)
+    atomic_write_json(folder / "meta.json", export_meta(int(feature.shape[1]), len(xyz), code_meta, segment_meta,
+                                                        frames, extra))
+
+
+def export_meta(dim: int, count: int, code: dict[str, Any] | None, segments: dict[str, Any] | None,
+                frames: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An export's meta.json (module docstring)."""
+    return {"format": FORMAT, "version": VERSION, "dim": dim, "count": count, "code": code, "segments": segments,
+            **(extra or {}), "frames": frames}
 
 
 def _check_arrays(xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray, image_vectors: np.ndarray,

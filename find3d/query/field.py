@@ -37,7 +37,7 @@ import numpy as np
 
 from find3d import validate
 from find3d.errors import DataError, InputError
-from find3d.fileio import read_json, read_npz
+from find3d.fileio import atomic_open, read_json, read_npz
 from find3d.query.segments import segment_points
 
 if TYPE_CHECKING:
@@ -179,10 +179,15 @@ class Field:
             decoder = (arrays["mean"], arrays["components"])
             if decoder[1].shape != (code_dim, dim):
                 raise DataError(f"{root}: decoder shape {decoder[1].shape} != {(code_dim, dim)}; {_FIX}.")
-        segments = None
+        segments, vectors = None, None
         if meta.get("segments"):  # 3D instances cut at export (exports without them are cut on first use)
             segments = np.asarray(_memmap(root / meta["segments"]["file"], np.int32, (count,)))
-        return cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
+            if meta["segments"].get("vectors"):  # their mean embeddings (a saved map stores them)
+                shape = (int(meta["segments"]["count"]), dim)
+                vectors = np.asarray(_memmap(root / meta["segments"]["vectors"], np.float32, shape))
+        field = cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
+        field._segment_vectors = vectors
+        return field
 
     # ------------------------------------------------------------------------------------- scoring
     def _unit(self, vectors: Any, name: str) -> np.ndarray:
@@ -276,29 +281,10 @@ class Field:
         return self._segments
 
     def segment_vectors(self) -> np.ndarray:
-        """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points."""
+        """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points (stored by
+        a saved map, else computed on first use)."""
         if self._segment_vectors is None:
-            from scipy.sparse import csr_matrix
-
-            labels = self.segments
-            count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
-            coded = self.code is not None and self.decoder is not None
-            # Sums per segment as a sparse (S, n) x (n, C) product a chunk at a time. With the PCA code
-            # the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
-            sums = np.zeros((count, self.code.shape[0] if coded else self.dim), np.float64)
-            for start in range(0, len(self), CHUNK_ROWS):
-                chunk = labels[start:start + CHUNK_ROWS]
-                rows = np.flatnonzero(chunk >= 0)
-                member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
-                values = (self.code[:, start:start + CHUNK_ROWS].T if coded
-                          else self.features[start:start + CHUNK_ROWS])
-                sums += member @ np.asarray(values, dtype=np.float64)
-            if coded:
-                mean, components = self.decoder
-                # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
-                sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
-            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._segment_vectors = (sums / norms).astype(np.float32)
+            self._segment_vectors = segment_vectors(self.segments, self.features, self.code, self.decoder)
         return self._segment_vectors
 
     def instance_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
@@ -413,6 +399,31 @@ class Field:
 
     def frame(self, index: int, score: float = 0.0) -> FrameHit:
         return frame_hit(self.frames[index], index, score)
+
+
+def segment_vectors(labels: np.ndarray, features: np.ndarray, code: np.ndarray | None = None,
+                    decoder: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(S, D) float32: the unit direction of the mean embedding of each segment's points (``labels`` (N,), -1:
+    none), from the (N, D) ``features`` or, with a PCA ``code`` and its ``decoder``, the code."""
+    from scipy.sparse import csr_matrix
+
+    count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    coded = code is not None and decoder is not None
+    # Sums per segment as a sparse (S, n) x (n, C) product a chunk at a time. With the PCA code
+    # the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
+    sums = np.zeros((count, code.shape[0] if coded else features.shape[1]), np.float64)
+    for start in range(0, len(labels), CHUNK_ROWS):
+        chunk = np.asarray(labels[start:start + CHUNK_ROWS])
+        rows = np.flatnonzero(chunk >= 0)
+        member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
+        values = code[:, start:start + CHUNK_ROWS].T if coded else features[start:start + CHUNK_ROWS]
+        sums += member @ np.asarray(values, dtype=np.float64)
+    if coded:
+        mean, components = decoder
+        # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
+        sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
+    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return (sums / norms).astype(np.float32)
 
 
 def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit:
@@ -533,34 +544,80 @@ def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 3) float32, colours (N, 3) float32 in [0, 1], zeros if none) of a PLY file."""
-    import open3d as o3d
-
+    """(points (N, 3) float32, colours (N, 3) float32 in [0, 1], zeros if none) of a PLY file: numpy for a
+    binary vertex list (what ``write_ply`` and open3d write: no 5 s open3d import before a first query),
+    open3d for anything else."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; {_FIX}.")
+    vertices = _binary_vertices(path)
+    if vertices is not None:
+        points = np.stack([vertices[axis] for axis in "xyz"], axis=1).astype(np.float32)
+        if not all(channel in vertices.dtype.names for channel in ("red", "green", "blue")):
+            return points, np.zeros_like(points)
+        colors = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.float32)
+        return points, colors / 255.0 if vertices.dtype["red"].kind == "u" else colors
+    import open3d as o3d
+
     cloud = o3d.io.read_point_cloud(str(path))
     points = np.asarray(cloud.points, dtype=np.float32)
     colors = np.asarray(cloud.colors, dtype=np.float32) if cloud.has_colors() else np.zeros_like(points)
     return points, colors
 
 
-def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """Write points (and colours in [0, 1]) with open3d, atomically (temporary file + rename)."""
-    import open3d as o3d
+_PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "<i2", "ushort": "<u2", "int": "<i4", "uint": "<u4",
+              "float": "<f4", "double": "<f8", "int8": "i1", "uint8": "u1", "int16": "<i2", "uint16": "<u2",
+              "int32": "<i4", "uint32": "<u4", "float32": "<f4", "float64": "<f8"}
 
+
+def _binary_vertices(path: Path) -> np.ndarray | None:
+    """The vertex records of a little-endian binary PLY whose only element is ``vertex`` with scalar x, y, z
+    (and more scalar properties); None for any other PLY (open3d reads those)."""
+    with open(path, "rb") as handle:
+        if handle.readline().strip() != b"ply":
+            return None
+        count, fields, binary = None, [], False
+        for _ in range(64):
+            line = handle.readline().decode("ascii", "replace").split()
+            if not line or line[0] in ("comment", "obj_info"):
+                continue
+            if line[0] == "end_header":
+                break
+            if line[0] == "format":
+                binary = line[1:2] == ["binary_little_endian"]
+            elif line[0] == "element":
+                if count is not None or line[1] != "vertex":
+                    return None
+                count = int(line[2])
+            elif line[0] == "property" and len(line) == 3 and line[1] in _PLY_TYPES:
+                fields.append((line[2], _PLY_TYPES[line[1]]))
+            else:
+                return None
+        else:
+            return None
+        dtype = np.dtype(fields) if fields else None
+        if not binary or count is None or dtype is None or not {"x", "y", "z"} <= set(dtype.names):
+            return None
+        vertices = np.fromfile(handle, dtype=dtype, count=count)
+    return vertices if len(vertices) == count else None
+
+
+def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
+    """Write points (float32) and colours (in [0, 1], stored as bytes) as a binary PLY file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if colors is not None:
-        cloud.colors = o3d.utility.Vector3dVector(np.asarray(colors, dtype=np.float64))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.ply'}")  # open3d picks the writer by suffix
-    try:
-        if len(points) == 0:  # an empty selection is a valid answer, but open3d refuses to write it
-            tmp.write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty double x\nproperty double y\n"
-                           "property double z\nend_header\n")
-        elif not o3d.io.write_point_cloud(str(tmp), cloud):
-            raise DataError(f"{path}: open3d could not write the point cloud; check the folder and free space.")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    for axis, name in enumerate("xyz"):
+        vertices[name] = points[:, axis]
+    if colors is not None:
+        bytes_ = np.clip(np.round(np.asarray(colors, dtype=np.float64).reshape(-1, 3) * 255.0), 0, 255)
+        for channel, name in enumerate(("red", "green", "blue")):
+            vertices[name] = bytes_[:, channel]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}",
+              *(f"property {'float' if kind == '<f4' else 'uchar'} {name}" for name, kind in fields), "end_header", ""]
+    with atomic_open(path) as handle:
+        handle.write("\n".join(header).encode("ascii"))
+        handle.write(vertices.tobytes())
