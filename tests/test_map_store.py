@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures.maps import DIM, ROOMS, VIEWS, frame, keyframe, mapped
+from fixtures.maps import DIM, ROOMS, SPACING, VIEWS, frame, keyframe, mapped
 
 from find3d.errors import InputError
 from find3d.mapping.cold import ColdStore
@@ -62,6 +62,13 @@ def test_a_spilling_map_forgets_nothing(tmp_path: Path) -> None:
     order, want_order = np.argsort(voxels.gathered()[0]), np.argsort(full.voxels.gathered()[0])
     np.testing.assert_array_equal(labels[order], want[want_order])
     assert labels.max() + 1 >= 3 * ROOMS  # per room: the table and two balls
+    # a query across rooms: the first ball of every room, those on disk as those in memory
+    field, want = small.field(), full.field()
+    assert field.features.dtype == np.float16  # the spilled map's field is on disk, memory-mapped
+    found, expected = (f.query(np.eye(DIM)[1], threshold=0.9, top_k_frames=1) for f in (field, want))
+    rooms = np.unique(np.floor(field.points[found.indices, 0] / SPACING + 0.5))
+    assert rooms.tolist() == list(range(ROOMS)) and len(found.indices) == len(expected.indices)
+    assert found.frames and found.frames[0].index == expected.frames[0].index
 
 
 def test_eviction_only_when_asked_and_counted(tmp_path: Path) -> None:

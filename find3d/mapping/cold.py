@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,14 @@ def encode_rows(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"direction": direction, "norm": norm, **{k: rows[k] for k in ROW_FIELDS if k != "feature"}}
 
 
-def decode_rows(stored: dict[str, np.ndarray], index: np.ndarray | slice = slice(None)) -> dict[str, np.ndarray]:
-    """``VoxelMap`` rows (float32 sums) of the stored rows ``index``."""
-    direction = np.asarray(stored["direction"][index], np.float32)
-    rows = {"feature": direction * np.asarray(stored["norm"][index], np.float32)[:, None]}
-    rows.update({k: np.asarray(stored[k][index]) for k in ROW_FIELDS if k != "feature"})
-    return rows
+def decode_rows(stored: dict[str, np.ndarray], index: np.ndarray | slice = slice(None), name: str | None = None
+                ) -> Any:
+    """``VoxelMap`` rows (float32 sums) of the stored rows ``index``; with ``name`` that one array only."""
+    if name is not None:
+        if name == "feature":
+            return np.asarray(stored["direction"][index], np.float32) * np.asarray(stored["norm"][index])[:, None]
+        return np.asarray(stored[name][index])
+    return {field: decode_rows(stored, index, field) for field in ROW_FIELDS}
 
 
 def write_run(folder: Path, keys: np.ndarray, rows: dict[str, np.ndarray]) -> None:
@@ -142,12 +145,12 @@ class ColdStore:
             run.alive[rows] = False
         return found, {name: np.concatenate([p[name] for p in parts])[order] for name in ROW_FIELDS}
 
-    def parts(self) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(sorted keys, rows) of each run's voxels that are still its."""
+    def parts(self) -> Iterator[tuple[Run, np.ndarray]]:
+        """(run, indices of its voxels that are still its) of each run holding any."""
         for run in self.runs:
             live = np.flatnonzero(run.alive)
             if len(live):
-                yield np.asarray(run.arrays["keys"][live]), decode_rows(run.arrays, live)
+                yield run, live
 
     def view(self) -> ColdStore:
         """The same runs as they are now (alive masks copied), for a reader while this store goes on."""
@@ -168,3 +171,33 @@ class ColdStore:
         self.runs = []
         if self.temporary:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Parts:
+    """Row-aligned arrays of several parts (a map's rows in memory, its runs' memory-mapped arrays, each through
+    an optional index of its rows) read as one array by fancy indexing, so nothing is concatenated:
+    ``parts[rows]`` or ``parts[rows, columns]`` with global row numbers (part 0's rows, then part 1's, ...)."""
+
+    def __init__(self, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0, *(len(rows) if rows is not None else len(a) for a, rows in parts)])
+        self.dtype = np.result_type(*(a.dtype for a, _ in parts)) if parts else np.float32
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        rows = np.asarray(rows, np.int64)
+        part = np.searchsorted(self.offsets, rows, side="right") - 1
+        out: np.ndarray | None = None
+        for number in np.unique(part):
+            chosen = part == number
+            array, own = self.parts[number]
+            local = rows[chosen] - self.offsets[number]
+            local = local if own is None else own[local]
+            values = np.asarray(array[(local, *(r[chosen] if np.ndim(r) else r for r in rest))])
+            if out is None:
+                out = np.empty(rows.shape + values.shape[1:], self.dtype)
+            out[chosen] = values
+        return out if out is not None else np.empty(rows.shape, self.dtype)

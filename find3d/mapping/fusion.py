@@ -31,16 +31,15 @@ depth, so the live mapping node's map quality is the baseline's.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from find3d.errors import InputError
+from find3d.mapping.cold import ColdStore, Parts, decode_rows
 from find3d.query.segments import MaskVotes, SegmentParameters, cell_keys, segment_nodes
-
-if TYPE_CHECKING:
-    from find3d.mapping.cold import ColdStore
 
 DEFAULT_VOXEL = 0.02  # metres: a tabletop's objects stay several voxels wide
 DEFAULT_MAX_VOXELS = 500_000  # ~140 MB with 64-d embeddings, ~1 GB with 512-d (see bound_bytes)
@@ -309,47 +308,71 @@ class VoxelMap:
     def gathered(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(keys (N,), per-voxel arrays (``_rows``)) of the whole map: the rows in memory (views, no copy
         while nothing is spilled), then each run's."""
-        keys, rows = self._row_keys(), self._rows(slice(0, self.count))
+        rows = {name: self.column(name) for name in (*ROW_ARRAYS, "votes_seen", "votes_same")}
+        return self.column("keys"), rows
+
+    def column(self, name: str) -> np.ndarray:
+        """One per-voxel array of the whole map (``keys`` or a ``_rows`` name; ``feature``: the float32 sums),
+        the rows in memory first (a view while nothing is spilled), then each run's."""
+        here = self._row_keys() if name == "keys" else self._rows(slice(0, self.count))[name]
         if self.cold is None or not self.cold.runs:
-            return keys, rows
-        parts = [(keys, rows), *self.cold.parts()]
-        return (np.concatenate([k for k, _ in parts]),
-                {name: np.concatenate([r[name] for _, r in parts]) for name in rows})
+            return here
+        parts = [here]
+        for run, live in self.cold.parts():
+            parts.append(decode_rows(run.arrays, live, name))
+        return np.concatenate(parts)
+
+    def parts(self, name: str) -> Parts:
+        """One per-voxel array of the whole map read in place (``find3d.mapping.cold.Parts``), in ``column``'s
+        row order; ``feature`` reads as the sums in memory and the runs' unit directions: for cosines."""
+        own = {"feature": "direction"}.get(name, name)
+        here = self._rows(slice(0, self.count))[name]
+        runs = [] if self.cold is None else [(run.arrays[own], live) for run, live in self.cold.parts()]
+        return Parts([(here, None), *runs])
 
     def points(self) -> np.ndarray:
         """(N, 3) float32 centroid of each voxel's samples."""
-        _, rows = self.gathered()
-        return (rows["xyz"] / rows["weight"][:, None]).astype(np.float32)
+        return (self.column("xyz") / self.column("weight")[:, None]).astype(np.float32)
 
     def colors(self) -> np.ndarray:
         """(N, 3) float32 mean colour in [0, 1]."""
-        _, rows = self.gathered()
-        return rows["rgb"] / rows["weight"][:, None]
+        return self.column("rgb") / self.column("weight")[:, None]
 
     def features(self) -> np.ndarray:
-        """(N, D) float32 unit direction of each voxel's summed embeddings."""
-        _, rows = self.gathered()
-        sums = rows["feature"]
-        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        """(N, D) float32 unit direction of each voxel's summed embeddings (all of them in memory: a small map's)."""
+        return np.concatenate(list(self.feature_chunks())) if len(self) else np.zeros((0, self.dim), np.float32)
+
+    def feature_chunks(self, rows: int = 1 << 15) -> Iterator[np.ndarray]:
+        """``features()`` ``rows`` voxels at a time, in ``column`` order: a large map's, written out."""
+        def unit(sums: np.ndarray) -> np.ndarray:
+            return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+        for start in range(0, self.count, rows):
+            yield unit(self._feature[start:min(start + rows, self.count)])
+        for run, live in self.cold.parts() if self.cold is not None else ():
+            for start in range(0, len(live), rows):
+                yield unit(decode_rows(run.arrays, live[start:start + rows], "feature"))
 
     def weights(self) -> np.ndarray:
         """(N,) samples fused into each voxel."""
-        return self.gathered()[1]["weight"].copy()
+        return self.column("weight").copy()
 
     def segments(self, parameters: SegmentParameters | None = None) -> np.ndarray:
         """(N,) int32 3D instance of each voxel (``find3d.query.segments``, nodes = the map's voxels), -1 for
-        speckle; from the frames' mask votes, or from geometry alone if no frame brought masks."""
+        speckle; from the frames' mask votes, or from geometry alone if no frame brought masks. Embeddings
+        and votes are read where they are (memory, runs): memory beyond the map's own is a few hundred bytes
+        a voxel, whatever the embedding width."""
         parameters = parameters or SegmentParameters(voxel=self.voxel)
-        keys, rows = self.gathered()
+        keys = self.column("keys")
         order = np.argsort(keys)  # key order -> row
+        weight = self.column("weight")[order, None]
+        points = (self.column("xyz")[order] / weight).astype(np.float32)
         votes = MaskVotes()
-        votes.seen, votes.same = rows["votes_seen"], rows["votes_same"]
-        seen = votes.seen.any() or votes.same.any()
-        weight = rows["weight"][order, None]
-        points = (rows["xyz"][order] / weight).astype(np.float32)
+        votes.seen, votes.same = self.parts("votes_seen"), self.parts("votes_same")
+        seen = any(np.any(array) for array, _ in votes.seen.parts) or any(np.any(a) for a, _ in votes.same.parts)
         # the embedding sums as they are (their cosines need no unit copy of the map)
-        labels = segment_nodes(keys[order], points, np.ones(len(order)), parameters, rows["feature"],
-                               votes if seen else None, order, rows["rgb"][order] / weight)
+        labels = segment_nodes(keys[order], points, np.ones(len(order)), parameters, self.parts("feature"),
+                               votes if seen else None, order, self.column("rgb")[order] / weight)
         out = np.full(len(keys), -1, np.int32)
         out[order] = labels
         return out

@@ -19,6 +19,8 @@ import numpy as np
 
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, Samples, VoxelMap
 
+VIEW = ".view"  # a spilled map's field, written beside its runs for queries (``LiveMap.field``)
+
 if TYPE_CHECKING:
     from find3d.mapping.cold import ColdStore
 
@@ -83,24 +85,64 @@ class LiveMap:
             return self.version, self.voxels.copy(), list(self.keyframes)
 
     def field(self) -> Any:
-        """The map as a ``find3d.query.field.Field`` (cached until the next ``add``)."""
+        """The map as a ``find3d.query.field.Field`` (cached until the next ``add``): in memory, or once voxels
+        were spilled, written out beside the runs (``VIEW``) and memory-mapped, so a query of the whole map
+        loads what it reads."""
+        from find3d.fileio import atomic_folder
+        from find3d.query.field import Field
+
         with self.lock:
             if self._field is not None and self._field[0] == self.version:
                 return self._field[1]
-            field = map_field(self.voxels, self.keyframes, self.root)
+            cold = self.voxels.cold
+            if cold is None or not cold.runs:
+                field = map_field(self.voxels, self.keyframes, self.root)
+            else:
+                with atomic_folder(cold.folder / VIEW) as staging:
+                    write_map_field(self.voxels, self.keyframes, staging)
+                field = Field.load(cold.folder / VIEW)
             self._field = (self.version, field)
             return field
-
-    def offer_field(self, version: int, field: Any) -> None:
-        """Cache ``field``, built from a snapshot of ``version`` (a save's), if the map has not changed since."""
-        with self.lock:
-            if version == self.version:
-                self._field = (version, field)
 
     def close(self) -> None:
         """Release the spilled runs (a temporary store's folder is deleted)."""
         if self.voxels.cold is not None:
             self.voxels.cold.close()
+
+
+def write_map_field(voxels: VoxelMap, keyframes: list[Keyframe], folder: Path, extra: dict[str, Any] | None = None
+                    ) -> None:
+    """The map as an export's files (``find3d.field.export``; ``extra``: more meta.json entries) into
+    ``folder``, which the caller stages. The embeddings are written a chunk at a time and read back
+    memory-mapped for the instances' mean vectors (stored too), so memory holds the points, colours and
+    instances (about 40 bytes a voxel) and the instances' working set, never all the embeddings."""
+    from find3d.field.export import export_meta
+    from find3d.fileio import atomic_open, atomic_write_json
+    from find3d.query.field import segment_vectors, write_ply
+
+    count, dim = len(voxels), voxels.dim
+    write_ply(folder / "points.ply", voxels.points(), voxels.colors())
+    labels = voxels.segments()
+    with atomic_open(folder / "features.f16") as handle:
+        for chunk in voxels.feature_chunks():
+            handle.write(chunk.astype(np.float16).tobytes())
+    features = np.memmap(folder / "features.f16", np.float16, "r", shape=(count, dim)) if count else \
+        np.zeros((0, dim), np.float16)
+    arrays = {"segments.i32": labels.astype(np.int32), "segment_vectors.f32": segment_vectors(labels, features),
+              "image_vectors.f16": image_vectors(keyframes, dim).astype(np.float16)}
+    for name, array in arrays.items():
+        with atomic_open(folder / name) as handle:
+            array.tofile(handle)
+    segments = {"file": "segments.i32", "count": int(labels.max(initial=-1)) + 1, "vectors": "segment_vectors.f32"}
+    meta = export_meta(dim, count, None, segments, [k.entry() for k in keyframes],
+                       {"voxel": voxels.voxel, **(extra or {})})
+    atomic_write_json(folder / "meta.json", meta)
+
+
+def image_vectors(keyframes: list[Keyframe], dim: int) -> np.ndarray:
+    """(F, D) float32 image-level vectors of the keyframes."""
+    return (np.stack([k.image_vector for k in keyframes]).astype(np.float32) if keyframes
+            else np.zeros((0, dim), np.float32))
 
 
 def map_field(voxels: VoxelMap, keyframes: list[Keyframe], root: Path) -> Any:
@@ -109,8 +151,7 @@ def map_field(voxels: VoxelMap, keyframes: list[Keyframe], root: Path) -> Any:
 
     points, colors, features = voxels.points(), voxels.colors(), voxels.features()
     frames = [keyframe.entry() for keyframe in keyframes]
-    vectors = (np.stack([k.image_vector for k in keyframes]).astype(np.float32) if frames
-               else np.zeros((0, voxels.dim), np.float32))
     meta = {"format": "find3d-live-map", "dim": voxels.dim, "count": len(points), "frames": frames,
             "voxel": voxels.voxel}
-    return Field(root, meta, points, colors, features, vectors, None, None, voxels.segments())
+    return Field(root, meta, points, colors, features, image_vectors(keyframes, voxels.dim), None, None,
+                 voxels.segments())

@@ -36,7 +36,7 @@ from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_folder, atomic_open, link_into, read_json
 from find3d.mapping.cold import RUNS, ColdStore, decode_rows, open_run, write_run
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS
-from find3d.mapping.live import Keyframe, LiveMap, map_field
+from find3d.mapping.live import Keyframe, LiveMap, image_vectors, write_map_field
 
 STATE = "map"  # the map's own state inside a saved map
 STATE_VERSION = 1
@@ -49,7 +49,7 @@ def saved(folder: str | os.PathLike) -> bool:
     folder = validate.path(folder, "map file")
     if folder.exists() and not folder.is_dir():
         raise InputError(f"map file {folder}: is a file; pass a folder (new, empty, or a saved map).")
-    if not folder.is_dir() or all(entry.name == RUNS for entry in folder.iterdir()):
+    if not folder.is_dir() or all(entry.name == RUNS or entry.name.startswith(".") for entry in folder.iterdir()):
         return False
     meta = folder / "meta.json"
     try:
@@ -65,12 +65,11 @@ def saved(folder: str | os.PathLike) -> bool:
 def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Save ``live`` into ``folder`` (module docstring), all-or-nothing; ``extra``: more meta.json entries
     (the interface's ``checkpoint`` and ``model``, so ``find3d query`` finds it). Returns the folder."""
-    from find3d.field.export import EXPORT_FILES, write_export_files
+    from find3d.field.export import EXPORT_FILES
 
     folder = validate.path(folder, "map file")
     saved(folder)  # refuse a folder of other files before writing anything
-    version, voxels, keyframes = live.snapshot()
-    field = map_field(voxels, keyframes, folder)
+    _, voxels, keyframes = live.snapshot()
     keys, rows = voxels.keys, voxels._rows(voxels.slots)  # the copy's rows in memory, in key order
     runs = [] if voxels.cold is None else voxels.cold.runs
     state = {"version": STATE_VERSION, "voxel": voxels.voxel, "tick": voxels.tick, "evicted": voxels.evicted,
@@ -79,27 +78,25 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
     # The runs of a map that spills into this folder are carried with the folder's other files (with those
     # spilled since the snapshot, which the next save lists); a map that spills elsewhere links its own in.
     here = voxels.cold is not None and voxels.cold.folder.absolute() == folder.absolute()
-    replaced = {*EXPORT_FILES, STATE} | (set() if here else {RUNS})
+    replaced = {*EXPORT_FILES, "segment_vectors.f32", STATE} | (set() if here else {RUNS})
     locked = False
     try:
-        with atomic_folder(folder, carry=lambda name: name not in replaced) as staging:
+        # (hidden entries, e.g. a spilled map's query view and staging folders, are not the map's)
+        with atomic_folder(folder, carry=lambda name: name not in replaced and not name.startswith(".")) as staging:
             if not here:
                 for run in runs:
                     link_into(voxels.cold.runs_dir / run.name, staging / RUNS / run.name)
             write_run(staging / STATE / "hot", keys, rows)
             _save_array(staging / STATE / "alive.npy",
                         np.concatenate([r.alive for r in runs]) if runs else np.zeros(0, bool))
-            _save_array(staging / STATE / "image_vectors.npy", np.asarray(field.image_vectors, np.float32))
-            write_export_files(staging, field.points, field.colors, field.features, field.image_vectors,
-                               field.frames, code_dim=0, segments=field.segments,
-                               extra={**(extra or {}), "voxel": voxels.voxel, "map": state})
+            _save_array(staging / STATE / "image_vectors.npy", image_vectors(keyframes, voxels.dim))
+            write_map_field(voxels, keyframes, staging, {**(extra or {}), "map": state})
             # no run may be written into the folder while it is swapped: the swap waits for a fusion step
             live.lock.acquire()
             locked = True
     finally:
         if locked:
             live.lock.release()
-    live.offer_field(version, field)
     return folder
 
 
