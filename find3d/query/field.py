@@ -15,7 +15,11 @@ that project inside the frame in front of every other exported point (a z-buffer
 ``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This uses only the poses
 and works for every kind of query; the frames' image-level vectors live in the interface's
 *retrieval* space, not the per-pixel space queries are encoded into, so they serve ``localize``
-with retrieval-space vectors instead.
+with retrieval-space vectors instead. What a frame sees is found among the points of the
+``VISIBILITY_CELL`` cells whose boxes are not wholly outside its view (a point outside the view
+cannot occlude one inside, so this is exact), and only for the frames whose view holds a box of the
+selection's cells; frames' visibility is kept, least recently used first out, up to
+``VISIBILITY_CACHE`` point indices, so 10,000 frames over 10M points cost what a query touches.
 
 Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
 in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
@@ -55,6 +59,8 @@ SAME_CLASS_COSINE = 0.9  # a vocabulary class this close to the query is the que
 #: bench/results/absent.md)
 ACCEPTANCE = 0.25
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
+VISIBILITY_CELL = 0.5  # m: cells of the spatial index frames are culled against
+VISIBILITY_CACHE = 1 << 26  # point indices of frames' visibility kept (int32: 256 MiB)
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
 _FIX = "re-run `find3d export-field --config RUN/config.yml --out DIR`"
@@ -133,6 +139,9 @@ class Field:
         self.frames = meta["frames"]
         self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         self._seen_by_points: Any = None  # see ``_seen_by``
+        self._frame_seen: dict[int, np.ndarray] = {}  # see ``frame_visibility``, least recently used first
+        self._cells: CellIndex | None = None  # see ``frame_visibility``
+        self._cameras: Cameras | None = None  # every frame's, for ``_frames_viewing``
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
         self._segments = segments  # see ``segments``
         self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
@@ -353,24 +362,70 @@ class Field:
         if len(selected) == 0:  # the best points stand in; a partition finds them in O(N), no full sort
             selected = np.argpartition(-relevancy, min(FALLBACK_POINTS, len(relevancy) - 1))[:FALLBACK_POINTS]
         weights = relevancy[selected].astype(np.float64)
-        # Per-frame sums of the weights its visible points carry: only the selected points' rows are read,
-        # so a small object's query costs its own size, not the scene's.
-        scores = self._seen_by()[selected].T @ weights / max(float(weights.sum()), 1e-12)
+        total = max(float(weights.sum()), 1e-12)
+        if self._visibility is not None:
+            # Every frame's visibility is known (eval-3d): per-frame sums of the weights its visible points
+            # carry are one sparse product over the selected points' rows.
+            scores = self._seen_by()[selected].T @ weights / total
+        else:  # only the frames that may see the selection, each z-buffered once among its own cells
+            order = np.argsort(selected)
+            selected, weights = np.asarray(selected)[order], weights[order]
+            scores = np.zeros(len(self.frames))
+            for index in self._frames_viewing(selected):
+                _, _, at = np.intersect1d(self.frame_visibility(index), selected, assume_unique=True,
+                                          return_indices=True)
+                scores[index] = weights[at].sum() / total
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [self.frame(int(i), float(scores[i])) for i in best]
 
     def visibility(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, offsets)``: frame ``f`` sees points ``indices[offsets[f]:offsets[f + 1]]``.
 
-        Query-independent, so it is computed on first use (one z-buffer per frame over all points)
-        and kept: later queries only sum weights over it.
+        Query-independent, so it is computed on first use (one z-buffer per frame over the points of its
+        view's cells) and kept: later queries only sum weights over it. All frames at once: for scoring many
+        queries on one field (eval-3d); a query alone needs ``frame_visibility`` of a few frames.
         """
         if self._visibility is None:
-            seen = [np.flatnonzero(self.visible(index)).astype(np.int32) for index in range(len(self.frames))]
+            seen = [self._frame_seen[index] if index in self._frame_seen else self._visible_indices(index)
+                    for index in range(len(self.frames))]
             offsets = np.zeros(len(seen) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([len(part) for part in seen])
             self._visibility = (np.concatenate(seen) if seen else np.zeros(0, np.int32), offsets)
         return self._visibility
+
+    def frame_visibility(self, index: int) -> np.ndarray:
+        """(M,) int32 sorted indices of the points frame ``index`` sees (inside, in front, unoccluded), kept
+        until ``VISIBILITY_CACHE`` indices of other frames were used since (module docstring)."""
+        if self._visibility is not None:
+            indices, offsets = self._visibility
+            return indices[offsets[index]:offsets[index + 1]]
+        seen = self._frame_seen.pop(index, None)
+        if seen is None:
+            seen = self._visible_indices(index)
+            held = sum(len(part) for part in self._frame_seen.values())
+            while self._frame_seen and held + len(seen) > VISIBILITY_CACHE:
+                held -= len(self._frame_seen.pop(next(iter(self._frame_seen))))
+        self._frame_seen[index] = seen  # (re)inserted last: the most recently used
+        return seen
+
+    def _visible_indices(self, index: int) -> np.ndarray:
+        """``frame_visibility`` computed: a z-buffer among the points of the cells the view may hold."""
+        hit = self.frame(index)
+        candidates = self.cells().points_in(self.cells().in_view(Cameras([hit]))[0])
+        seen, _ = visible_points(self.points[candidates], hit)
+        return np.sort(candidates[seen]).astype(np.int32)
+
+    def cells(self) -> CellIndex:
+        """The points' spatial index (``CellIndex`` of ``VISIBILITY_CELL``), built on first use."""
+        if self._cells is None:
+            self._cells = CellIndex(self.points, VISIBILITY_CELL)
+        return self._cells
+
+    def _frames_viewing(self, selected: np.ndarray) -> np.ndarray:
+        """The frames whose view may hold one of the boxes of the ``selected`` points' cells."""
+        if self._cameras is None:
+            self._cameras = Cameras([self.frame(index) for index in range(len(self.frames))])
+        return np.flatnonzero(CellIndex(self.points[selected], VISIBILITY_CELL).in_view(self._cameras).any(axis=1))
 
     def _seen_by(self) -> Any:
         """(N, frames) sparse CSR: row ``p`` marks the frames that see point ``p`` (``visibility`` by point)."""
@@ -432,6 +487,76 @@ def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit
                     c2w=np.asarray(entry["c2w"], dtype=np.float64), fx=float(entry["fl_x"]),
                     fy=float(entry["fl_y"]), cx=float(entry["cx"]), cy=float(entry["cy"]),
                     width=int(entry["w"]), height=int(entry["h"]))
+
+
+class CellIndex:
+    """Points bucketed into cubes of ``size`` metres, with each cube's box of its points, to find quickly the
+    points a camera may see."""
+
+    def __init__(self, points: np.ndarray, size: float) -> None:
+        cells = np.floor(np.asarray(points, np.float64) / size).astype(np.int64)
+        order = np.lexsort((cells[:, 2], cells[:, 1], cells[:, 0])) if len(cells) else np.zeros(0, np.int64)
+        index = np.int32 if len(order) < 2**31 else np.int64
+        self.order = order.astype(index)  # points, cell by cell
+        sorted_cells = cells[order]
+        starts = np.flatnonzero(np.any(np.diff(sorted_cells, axis=0) != 0, axis=1)) + 1 if len(order) else order
+        self.starts = np.concatenate([[0], starts]).astype(np.int64) if len(order) else np.zeros(0, np.int64)
+        self.ends = np.append(self.starts[1:], len(order)).astype(np.int64)
+        inside = np.asarray(points, np.float32)[order] if len(order) else np.zeros((0, 3), np.float32)
+        self.lower = np.minimum.reduceat(inside, self.starts) if len(order) else inside
+        self.upper = np.maximum.reduceat(inside, self.starts) if len(order) else inside
+
+    def in_view(self, cameras: Cameras) -> np.ndarray:
+        """(frames, cells) bool: False where a cell's box is wholly outside a frame's view (behind the camera,
+        or all its corners in front of it and beyond one edge of the z-buffer's extent), True elsewhere."""
+        corners = np.stack([np.stack([np.where(corner & 4, self.upper[:, 0], self.lower[:, 0]),
+                                      np.where(corner & 2, self.upper[:, 1], self.lower[:, 1]),
+                                      np.where(corner & 1, self.upper[:, 2], self.lower[:, 2])], axis=1)
+                            for corner in range(8)], axis=1).reshape(-1, 3).astype(np.float64)  # (cells * 8, 3)
+        out = np.zeros((len(cameras), len(self.starts)), bool)
+        step = max(1, (1 << 22) // max(len(corners), 1))  # frames at a time: temporaries of ~100 MB at most
+        for start in range(0, len(cameras), step):
+            part = slice(start, start + step)
+            uv, depth = cameras.project(corners, part)
+            uv, depth = uv.reshape(len(uv), -1, 8, 2), depth.reshape(len(depth), -1, 8)
+            width, height = cameras.extent[part, 0][:, None, None], cameras.extent[part, 1][:, None, None]
+            beyond = (np.all(uv[..., 0] < 0, axis=2) | np.all(uv[..., 0] >= width, axis=2)
+                      | np.all(uv[..., 1] < 0, axis=2) | np.all(uv[..., 1] >= height, axis=2))
+            out[part] = np.any(depth > 0, axis=2) & ~(np.all(depth > 0, axis=2) & beyond)
+        return out
+
+    def points_in(self, cells: np.ndarray) -> np.ndarray:
+        """Indices of the points in the cells marked True (cell by cell)."""
+        starts, ends = self.starts[cells], self.ends[cells]
+        lengths = ends - starts
+        if not lengths.sum():
+            return np.zeros(0, np.int64)
+        # one arange over all the cells' runs: each run's positions, shifted to its start
+        shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return self.order[np.arange(lengths.sum()) + shift].astype(np.int64)
+
+
+class Cameras:
+    """Frames' pinhole cameras stacked, to project one set of points into many frames at once."""
+
+    def __init__(self, hits: list[FrameHit]) -> None:
+        self.c2w = np.array([hit.c2w for hit in hits], np.float64).reshape(-1, 4, 4)
+        self.intrinsics = np.array([(hit.fx, hit.fy, hit.cx, hit.cy) for hit in hits], np.float64).reshape(-1, 4)
+        # the extent of each frame's z-buffer (``visible_points``), whole cells of ZBUFFER_STRIDE px
+        self.extent = np.array([(-(-hit.width // ZBUFFER_STRIDE) * ZBUFFER_STRIDE,
+                                 -(-hit.height // ZBUFFER_STRIDE) * ZBUFFER_STRIDE) for hit in hits],
+                               np.float64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.c2w)
+
+    def project(self, points: np.ndarray, frames: slice) -> tuple[np.ndarray, np.ndarray]:
+        """((F, N, 2) pixel coordinates, (F, N) depth) of ``points`` in the ``frames``, as ``project_points``."""
+        c2w, (fx, fy, cx, cy) = self.c2w[frames], self.intrinsics[frames].T[..., None]
+        local = np.einsum("fnk,fkj->fnj", points[None] - c2w[:, None, :3, 3], c2w[:, :3, :3])
+        depth = -local[..., 2]
+        safe = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
+        return np.stack([fx * local[..., 0] / safe + cx, -fy * local[..., 1] / safe + cy], axis=-1), depth
 
 
 def visible_points(points: np.ndarray, hit: FrameHit, subset: np.ndarray | None = None
