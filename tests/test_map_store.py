@@ -62,6 +62,9 @@ def test_a_spilling_map_forgets_nothing(tmp_path: Path) -> None:
     order, want_order = np.argsort(voxels.gathered()[0]), np.argsort(full.voxels.gathered()[0])
     np.testing.assert_array_equal(labels[order], want[want_order])
     assert labels.max() + 1 >= 3 * ROOMS  # per room: the table and two balls
+    copy = voxels.copy()  # a save's copy takes the instances along, in its own row order
+    carried, copy._segments = copy.segments(), None
+    np.testing.assert_array_equal(carried, copy.segments())
     # a query across rooms: the first ball of every room, those on disk as those in memory
     field, want = small.field(), full.field()
     assert field.features.dtype == np.float16  # the spilled map's field is on disk, memory-mapped

@@ -129,6 +129,7 @@ class VoxelMap:
         self.spilled = 0  # voxels written to the cold store (some may have been taken back since)
         self.cold = cold
         self.spill = cold is not None if spill is None else bool(spill)
+        self._segments: tuple[int, SegmentParameters, np.ndarray] | None = None  # see ``segments``
         self.votes = MaskVotes()
         self._allocate(0)
 
@@ -281,6 +282,10 @@ class VoxelMap:
         other = VoxelMap(self.dim, self.voxel, self.max_voxels, None if self.cold is None else self.cold.view(),
                          self.spill)
         other.restore(self.keys, self._rows(self.slots), self.tick, self.evicted, self.spilled)
+        if self._segments is not None:  # the copy's rows are in key order; the instances carry over
+            tick, parameters, labels = self._segments
+            rows = np.concatenate([self.slots, np.arange(self.count, len(labels))])
+            other._segments = (tick, parameters, labels[rows])
         return other
 
     def restore(self, keys: np.ndarray, rows: dict[str, np.ndarray], tick: int, evicted: int, spilled: int) -> None:
@@ -363,6 +368,8 @@ class VoxelMap:
         and votes are read where they are (memory, runs): memory beyond the map's own is a few hundred bytes
         a voxel, whatever the embedding width."""
         parameters = parameters or SegmentParameters(voxel=self.voxel)
+        if self._segments is not None and self._segments[:2] == (self.tick, parameters):
+            return self._segments[2]  # cut already since the last frame (a query's field, then a save)
         keys = self.column("keys")
         order = np.argsort(keys)  # key order -> row
         weight = self.column("weight")[order, None]
@@ -375,4 +382,5 @@ class VoxelMap:
                                votes if seen else None, order, self.column("rgb")[order] / weight)
         out = np.full(len(keys), -1, np.int32)
         out[order] = labels
+        self._segments = (self.tick, parameters, out)
         return out
