@@ -71,7 +71,7 @@ GEOMETRIES = ("auto", "depth", "render")
 FEATURE_CHUNK = 1 << 16  # points per feature-head call: bounds the MLP's activations memory
 #: what an export folder is made of (module doc); anything else in it is the user's and is kept on re-export
 EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vectors.f16", "code.f32", "decoder.npz",
-                          "segments.i32"})
+                          "segments.i32", "segment_vectors.f32"})
 
 
 @dataclass

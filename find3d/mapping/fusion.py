@@ -310,6 +310,10 @@ class VoxelMap:
         self._put(self._insert(keys), rows)
 
     # ------------------------------------------------------------------------------------ reading
+    def in_memory(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(sorted keys, their rows (``_rows``' arrays, copies)) of the voxels in memory: what a save writes."""
+        return self.keys.copy(), self._rows(self.slots)
+
     def gathered(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(keys (N,), per-voxel arrays (``_rows``)) of the whole map: the rows in memory (views, no copy
         while nothing is spilled), then each run's."""

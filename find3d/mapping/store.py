@@ -70,7 +70,7 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
     folder = validate.path(folder, "map file")
     saved(folder)  # refuse a folder of other files before writing anything
     _, voxels, keyframes = live.snapshot()
-    keys, rows = voxels.keys, voxels._rows(voxels.slots)  # the copy's rows in memory, in key order
+    keys, rows = voxels.in_memory()
     runs = [] if voxels.cold is None else voxels.cold.runs
     state = {"version": STATE_VERSION, "voxel": voxels.voxel, "tick": voxels.tick, "evicted": voxels.evicted,
              "spilled": voxels.spilled, "hot": len(keys), "runs": [{"name": r.name, "count": len(r)} for r in runs],
@@ -78,7 +78,7 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
     # The runs of a map that spills into this folder are carried with the folder's other files (with those
     # spilled since the snapshot, which the next save lists); a map that spills elsewhere links its own in.
     here = voxels.cold is not None and voxels.cold.folder.absolute() == folder.absolute()
-    replaced = {*EXPORT_FILES, "segment_vectors.f32", STATE} | (set() if here else {RUNS})
+    replaced = {*EXPORT_FILES, STATE} | (set() if here else {RUNS})
     locked = False
     try:
         # (hidden entries, e.g. a spilled map's query view and staging folders, are not the map's)
