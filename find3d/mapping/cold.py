@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from find3d.errors import DataError
-from find3d.fileio import atomic_open
+from find3d.fileio import atomic_open, sync_files
 
 #: per-voxel arrays of a run, as ``VoxelMap`` rows hold them; ``feature`` is stored as direction + norm
 ROW_FIELDS = ("feature", "xyz", "rgb", "weight", "seen", "votes_seen", "votes_same")
@@ -53,14 +53,20 @@ def decode_rows(stored: dict[str, np.ndarray], index: np.ndarray | slice = slice
     return {field: decode_rows(stored, index, field) for field in ROW_FIELDS}
 
 
-def write_run(folder: Path, keys: np.ndarray, rows: dict[str, np.ndarray]) -> None:
+def write_run(folder: Path, keys: np.ndarray, rows: dict[str, np.ndarray], sync: bool = True) -> None:
     """Write sorted ``keys`` and their rows as a run folder (each array atomically; the folder is only used
-    once a map lists it, so a run cut short by a kill is never read)."""
+    once a map lists it, so a run cut short by a kill is never read). ``sync`` False: not fsynced, which a
+    save of a map listing the run does (``sync_run``), so that spilling costs no disk flush."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {"keys": np.asarray(keys, np.int64), **encode_rows(rows)}
     for name in RUN_ARRAYS:
-        with atomic_open(folder / f"{name}.npy") as handle:
+        with atomic_open(folder / f"{name}.npy", sync=sync) as handle:
             np.save(handle, np.ascontiguousarray(arrays[name]))
+
+
+def sync_run(folder: Path) -> None:
+    """Flush a run's files to disk (``write_run(sync=False)``'s deferred fsync)."""
+    sync_files(folder / f"{name}.npy" for name in RUN_ARRAYS)
 
 
 def open_run(folder: Path, count: int, dim: int) -> dict[str, np.ndarray]:
@@ -116,7 +122,7 @@ class ColdStore:
         # a unique name: a map restarted from its last save must not write over a run a later, unsaved
         # session of it spilled (that run is not listed, but a reader may still have it open)
         name = f"{len(self.runs):06d}-{uuid.uuid4().hex[:8]}"
-        write_run(self.runs_dir / name, keys, rows)
+        write_run(self.runs_dir / name, keys, rows, sync=False)  # a save syncs it
         self.runs.append(Run(name, open_run(self.runs_dir / name, len(keys), self.dim), np.ones(len(keys), bool)))
 
     def attach(self, name: str, alive: np.ndarray) -> None:

@@ -11,8 +11,9 @@ where it stopped::
                            samples, last seen, mask votes)
     map/alive.npy          bool, the spilled runs' masks end to end: which voxels are still the run's
     map/image_vectors.npy  (F, D) float32 keyframe vectors (image_vectors.f16 rounds them)
-    runs/NAME/*.npy        the spilled runs: written while mapping, never changed, carried from save to save
-                           by hard links (no copy)
+    runs/NAME/*.npy        the spilled runs: written while mapping (not flushed to disk then: the save that
+                           first lists a run flushes it), never changed, carried from save to save by hard
+                           links (no copy)
     meta.json "map":       {"version", "voxel", "tick", "evicted", "spilled", "hot": voxels in map/hot,
                            "runs": [{"name", "count"}], "stamps": [each keyframe's stamp_ns]}
 
@@ -34,7 +35,7 @@ import numpy as np
 from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_folder, atomic_open, link_into, read_json
-from find3d.mapping.cold import RUNS, ColdStore, decode_rows, open_run, write_run
+from find3d.mapping.cold import RUNS, ColdStore, decode_rows, open_run, sync_run, write_run
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS
 from find3d.mapping.live import Keyframe, LiveMap, image_vectors, write_map_field
 
@@ -83,8 +84,9 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
     try:
         # (hidden entries, e.g. a spilled map's query view and staging folders, are not the map's)
         with atomic_folder(folder, carry=lambda name: name not in replaced and not name.startswith(".")) as staging:
-            if not here:
-                for run in runs:
+            for run in runs:  # written without a disk flush while mapping: flushed before a save lists them
+                sync_run(voxels.cold.runs_dir / run.name)
+                if not here:
                     link_into(voxels.cold.runs_dir / run.name, staging / RUNS / run.name)
             write_run(staging / STATE / "hot", keys, rows)
             _save_array(staging / STATE / "alive.npy",
