@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,15 +269,19 @@ class Field:
         import torch
 
         units = self._unit(negatives, "negatives")
-        key = hashlib.sha1(units.tobytes()).hexdigest()
+        return self._per_negatives("points", units, lambda: self._per_point(
+            units, lambda sims, _rows, target: torch.amax(sims, dim=0, out=target)))
+
+    def _per_negatives(self, kind: str, units: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()``, kept for the last ``NEGATIVE_SETS`` sets of negatives (unit ``units``) and kinds."""
+        key = f"{kind}:{hashlib.sha1(units.tobytes()).hexdigest()}"
         cached = self._nearest_negative.get(key)
-        if cached is not None:
-            return cached
-        out = self._per_point(units, lambda sims, _rows, target: torch.amax(sims, dim=0, out=target))
-        if len(self._nearest_negative) >= NEGATIVE_SETS:
-            self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
-        self._nearest_negative[key] = out
-        return out
+        if cached is None:
+            cached = compute()
+            if len(self._nearest_negative) >= NEGATIVE_SETS:
+                self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
+            self._nearest_negative[key] = cached
+        return cached
 
     # ------------------------------------------------------------------------------------ objects
     @property
@@ -302,13 +306,19 @@ class Field:
         if len(query) != 1:
             raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
         vectors = self.segment_vectors()
-        nearest = None if negatives is None else (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
+        nearest = None
+        if negatives is not None:  # query-independent, so kept per set of negatives (as ``nearest_negative``)
+            units = self._unit(negatives, "negatives")
+            nearest = self._per_negatives("instances", units, lambda: (vectors @ units.T).max(axis=1))
         return lerf_relevancy(vectors @ query[0], nearest).astype(np.float32)
 
     def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
         """(N,) LERF relevancy of each point's instance (``instance_relevancy``); 0 for speckle."""
-        scores = self.instance_relevancy(embedding, negatives)
-        return np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads the 0
+        return self._per_instance(self.instance_relevancy(embedding, negatives))
+
+    def _per_instance(self, scores: np.ndarray) -> np.ndarray:
+        """(N,) float32: each point's instance's score, 0 for speckle (label -1 takes the appended 0)."""
+        return np.take(np.append(scores, 0.0).astype(np.float32), self.segments)
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
               interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
@@ -343,7 +353,7 @@ class Field:
         closest = None
         if objects and len(self.segment_vectors()):  # cached: no O(N) pass per query
             scores = self.instance_relevancy(embedding, negatives)
-            relevancy = np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads 0
+            relevancy = self._per_instance(scores)
             best = int(np.argmax(scores))
             name = None if interface is None else nearest_class(interface, self.segment_vectors()[best])
             closest = Candidate(best, float(scores[best]), name)
@@ -367,16 +377,31 @@ class Field:
             # Every frame's visibility is known (eval-3d): per-frame sums of the weights its visible points
             # carry are one sparse product over the selected points' rows.
             scores = self._seen_by()[selected].T @ weights / total
-        else:  # only the frames that may see the selection, each z-buffered once among its own cells
-            order = np.argsort(selected)
-            selected, weights = np.asarray(selected)[order], weights[order]
-            scores = np.zeros(len(self.frames))
-            for index in self._frames_viewing(selected):
-                _, _, at = np.intersect1d(self.frame_visibility(index), selected, assume_unique=True,
-                                          return_indices=True)
-                scores[index] = weights[at].sum() / total
+        else:
+            scores = self._bounded_scores(np.asarray(selected), weights, total, top_k)
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [self.frame(int(i), float(scores[i])) for i in best]
+
+    def _bounded_scores(self, selected: np.ndarray, weights: np.ndarray, total: float, top_k: int) -> np.ndarray:
+        """(frames,) ``rank_frames``' scores, exact wherever they can reach the ``top_k`` (branch and bound):
+        a frame sees at most the selection's weight that projects inside its view (occlusion only takes
+        away), so frames are z-buffered in the order of that bound, largest first, until the next bound
+        cannot beat the k-th best score (ties going to the lower index, as the final sort does); the rest
+        are left at 0 and rank below. Frames whose view holds no box of the selection's cells see none of it."""
+        order = np.argsort(selected)
+        selected, weights = selected[order], weights[order]
+        scores = np.zeros(len(self.frames))
+        candidates = self._frames_viewing(selected)
+        bounds = self._cameras.weight_in_view(self.points[selected], weights, candidates) / total
+        best: list[tuple[float, int]] = []  # (-score, index) of the k best so far, in ranking order
+        for rank in np.lexsort((candidates, -bounds)):
+            index, bound = int(candidates[rank]), float(bounds[rank])
+            if bound <= 0 or (len(best) >= top_k and (-bound, index) >= best[top_k - 1]):
+                break  # this frame and every later one rank below the k best
+            _, _, at = np.intersect1d(self.frame_visibility(index), selected, assume_unique=True, return_indices=True)
+            scores[index] = weights[at].sum() / total
+            best = sorted([*best, (-scores[index], index)])[:top_k]
+        return scores
 
     def visibility(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, offsets)``: frame ``f`` sees points ``indices[offsets[f]:offsets[f + 1]]``.
@@ -460,25 +485,33 @@ def segment_vectors(labels: np.ndarray, features: np.ndarray, code: np.ndarray |
                     decoder: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(S, D) float32: the unit direction of the mean embedding of each segment's points (``labels`` (N,), -1:
     none), from the (N, D) ``features`` or, with a PCA ``code`` and its ``decoder``, the code."""
-    from scipy.sparse import csr_matrix
-
-    count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
     coded = code is not None and decoder is not None
-    # Sums per segment as a sparse (S, n) x (n, C) product a chunk at a time. With the PCA code
-    # the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
-    sums = np.zeros((count, code.shape[0] if coded else features.shape[1]), np.float64)
-    for start in range(0, len(labels), CHUNK_ROWS):
-        chunk = np.asarray(labels[start:start + CHUNK_ROWS])
-        rows = np.flatnonzero(chunk >= 0)
-        member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
-        values = code[:, start:start + CHUNK_ROWS].T if coded else features[start:start + CHUNK_ROWS]
-        sums += member @ np.asarray(values, dtype=np.float64)
+    # With the PCA code the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
+    chunks = (code[:, start:start + CHUNK_ROWS].T if coded else features[start:start + CHUNK_ROWS]
+              for start in range(0, len(labels), CHUNK_ROWS))
+    sums = segment_sums(labels, chunks, code.shape[0] if coded else features.shape[1])
     if coded:
         mean, components = decoder
         # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
         sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
     norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     return (sums / norms).astype(np.float32)
+
+
+def segment_sums(labels: np.ndarray, chunks: Iterable[np.ndarray], width: int) -> np.ndarray:
+    """(S, width) float64 sums per segment of the rows of ``chunks`` (consecutive (n, width) row blocks of the
+    points ``labels`` label, -1: none), as sparse (S, n) x (n, width) products a chunk at a time."""
+    from scipy.sparse import csr_matrix
+
+    count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    sums, start = np.zeros((count, width), np.float64), 0
+    for values in chunks:
+        chunk = np.asarray(labels[start:start + len(values)])
+        rows = np.flatnonzero(chunk >= 0)
+        member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
+        sums += member @ np.asarray(values, dtype=np.float64)
+        start += len(values)
+    return sums
 
 
 def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit:
@@ -495,11 +528,17 @@ class CellIndex:
 
     def __init__(self, points: np.ndarray, size: float) -> None:
         cells = np.floor(np.asarray(points, np.float64) / size).astype(np.int64)
-        order = np.lexsort((cells[:, 2], cells[:, 1], cells[:, 0])) if len(cells) else np.zeros(0, np.int64)
+        if len(cells):  # one int64 per cell (a plain sort of 10M keys takes ~1 s, a lexsort of three rows ~4)
+            cells -= cells.min(axis=0)
+            span = cells.max(axis=0) + 1
+            keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+        else:
+            keys = np.zeros(0, np.int64)
+        order = np.argsort(keys)
         index = np.int32 if len(order) < 2**31 else np.int64
         self.order = order.astype(index)  # points, cell by cell
-        sorted_cells = cells[order]
-        starts = np.flatnonzero(np.any(np.diff(sorted_cells, axis=0) != 0, axis=1)) + 1 if len(order) else order
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.diff(sorted_keys)) + 1
         self.starts = np.concatenate([[0], starts]).astype(np.int64) if len(order) else np.zeros(0, np.int64)
         self.ends = np.append(self.starts[1:], len(order)).astype(np.int64)
         inside = np.asarray(points, np.float32)[order] if len(order) else np.zeros((0, 3), np.float32)
@@ -550,7 +589,21 @@ class Cameras:
     def __len__(self) -> int:
         return len(self.c2w)
 
-    def project(self, points: np.ndarray, frames: slice) -> tuple[np.ndarray, np.ndarray]:
+    def weight_in_view(self, points: np.ndarray, weights: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(len(frames),) the ``weights`` of the ``points`` that project in front of each frame's camera and inside
+        its z-buffer's extent, widened by a pixel (an upper bound of what the frame sees, whatever the rounding)."""
+        out = np.zeros(len(frames))
+        step = max(1, (1 << 22) // max(len(points), 1))
+        points = np.asarray(points, np.float64)
+        for start in range(0, len(frames), step):
+            part = np.asarray(frames[start:start + step])
+            uv, depth = self.project(points, part)
+            extent = self.extent[part][:, None, :]
+            inside = (depth > -1e-6) & np.all((uv >= -1.0) & (uv < extent + 1.0), axis=2)
+            out[start:start + step] = inside @ weights
+        return out
+
+    def project(self, points: np.ndarray, frames: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """((F, N, 2) pixel coordinates, (F, N) depth) of ``points`` in the ``frames``, as ``project_points``."""
         c2w, (fx, fy, cx, cy) = self.c2w[frames], self.intrinsics[frames].T[..., None]
         local = np.einsum("fnk,fkj->fnj", points[None] - c2w[:, None, :3, 3], c2w[:, :3, :3])
