@@ -19,7 +19,7 @@ from find3d.errors import InputError
 from find3d.mapping.cold import ColdStore
 from find3d.mapping.fusion import VoxelMap
 from find3d.mapping.store import load_map, save_map, saved
-from find3d.query.field import Field
+from find3d.query.field import Field, segment_vectors
 
 TESTS = Path(__file__).resolve().parent
 STEPS = (ROOMS + 1) * VIEWS  # every room, then the first again
@@ -98,6 +98,8 @@ def test_a_saved_map_is_an_export_and_loads_back_whole(tmp_path: Path) -> None:
     np.testing.assert_allclose(field.points[order], want.points[want_order], atol=1e-6)
     np.testing.assert_allclose(field.features[order], want.features[want_order], atol=2e-3)
     np.testing.assert_array_equal(field.segments[order], want.segments[want_order])
+    # the instances' mean vectors are stored, as a field would compute them from its own file
+    np.testing.assert_allclose(field.segment_vectors(), segment_vectors(field.segments, field.features), atol=1e-6)
     assert (folder / "notes.txt").read_text() == "a user's file"
 
     back = load_map(folder, SMALL)

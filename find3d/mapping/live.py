@@ -11,6 +11,7 @@ queries never see a half-integrated frame.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,22 +114,27 @@ class LiveMap:
 def write_map_field(voxels: VoxelMap, keyframes: list[Keyframe], folder: Path, extra: dict[str, Any] | None = None
                     ) -> None:
     """The map as an export's files (``find3d.field.export``; ``extra``: more meta.json entries) into
-    ``folder``, which the caller stages. The embeddings are written a chunk at a time and read back
-    memory-mapped for the instances' mean vectors (stored too), so memory holds the points, colours and
-    instances (about 40 bytes a voxel) and the instances' working set, never all the embeddings."""
+    ``folder``, which the caller stages. The embeddings are written a chunk at a time, and summed per
+    instance on the way (the instances' mean vectors are stored too), so memory holds the points, colours
+    and instances (about 40 bytes a voxel) and the instances' working set, never all the embeddings."""
     from find3d.field.export import export_meta
     from find3d.fileio import atomic_open, atomic_write_json
-    from find3d.query.field import segment_vectors, write_ply
+    from find3d.query.field import segment_sums, write_ply
 
     count, dim = len(voxels), voxels.dim
     write_ply(folder / "points.ply", voxels.points(), voxels.colors())
     labels = voxels.segments()
+
+    def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            half = chunk.astype(np.float16)
+            handle.write(half.tobytes())
+            yield half  # summed as a field reading the file back would sum them
+
     with atomic_open(folder / "features.f16") as handle:
-        for chunk in voxels.feature_chunks():
-            handle.write(chunk.astype(np.float16).tobytes())
-    features = np.memmap(folder / "features.f16", np.float16, "r", shape=(count, dim)) if count else \
-        np.zeros((0, dim), np.float16)
-    arrays = {"segments.i32": labels.astype(np.int32), "segment_vectors.f32": segment_vectors(labels, features),
+        sums = segment_sums(labels, written(voxels.feature_chunks()), dim)
+    vectors = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    arrays = {"segments.i32": labels.astype(np.int32), "segment_vectors.f32": vectors,
               "image_vectors.f16": image_vectors(keyframes, dim).astype(np.float16)}
     for name, array in arrays.items():
         with atomic_open(folder / name) as handle:
