@@ -11,9 +11,9 @@ Relevancy (LERF): with unit vectors and cosine similarities s⁺ (query) and s�
 to the query as to the closest negative". Without negatives, ``relevancy = (1 + s⁺) / 2``.
 
 Frames are ranked by how much of the 3D mask they see: the summed relevancy of the selected points
-that project inside the frame in front of every other exported point (a z-buffer of the export at
-``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This uses only the poses
-and works for every kind of query; the frames' image-level vectors live in the interface's
+that project inside the frame within ``VISIBILITY_RANGE`` in front of every other exported point (a
+z-buffer of the export at ``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This
+uses only the poses and works for every kind of query; the frames' image-level vectors live in the interface's
 *retrieval* space, not the per-pixel space queries are encoded into, so they serve ``localize``
 with retrieval-space vectors instead. What a frame sees is found among the points of the
 ``VISIBILITY_CELL`` cells whose boxes are not wholly outside its view (a point outside the view
@@ -60,6 +60,9 @@ SAME_CLASS_COSINE = 0.9  # a vocabulary class this close to the query is the que
 ACCEPTANCE = 0.25
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
 VISIBILITY_CELL = 0.5  # m: cells of the spatial index frames are culled against
+#: m: farthest a frame sees (beyond any depth camera's range: a map has no points a frame saw from farther,
+#: and a floor's other rooms down a long corridor are not in its view)
+VISIBILITY_RANGE = 15.0
 VISIBILITY_CACHE = 1 << 26  # point indices of frames' visibility kept (int32: 256 MiB)
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
@@ -391,17 +394,59 @@ class Field:
         order = np.argsort(selected)
         selected, weights = selected[order], weights[order]
         scores = np.zeros(len(self.frames))
-        candidates = self._frames_viewing(selected)
+        boxes = CellIndex(self.points[selected], VISIBILITY_CELL)
+        candidates = self._frames_viewing(boxes)
         bounds = self._cameras.weight_in_view(self.points[selected], weights, candidates) / total
         best: list[tuple[float, int]] = []  # (-score, index) of the k best so far, in ranking order
         for rank in np.lexsort((candidates, -bounds)):
             index, bound = int(candidates[rank]), float(bounds[rank])
             if bound <= 0 or (len(best) >= top_k and (-bound, index) >= best[top_k - 1]):
                 break  # this frame and every later one rank below the k best
-            _, _, at = np.intersect1d(self.frame_visibility(index), selected, assume_unique=True, return_indices=True)
-            scores[index] = weights[at].sum() / total
+            scores[index] = weights[self._selection_seen(index, selected, boxes)].sum() / total
             best = sorted([*best, (-scores[index], index)])[:top_k]
         return scores
+
+    def _selection_seen(self, index: int, selected: np.ndarray, boxes: CellIndex) -> np.ndarray:
+        """Bool mask over the (sorted) ``selected`` points, whose ``CellIndex`` is ``boxes``: which frame ``index``
+        sees. Only what can occlude them takes part in the z-buffer: the points in the boxes spanned by the
+        camera and each of the selection's cells in view, widened by a z-buffer cell at the selection's depth
+        (for a point that shares a z-buffer cell with a selected one off its ray); any other point is off
+        their rays, so the answer is the full z-buffer's."""
+        from find3d.query.render import project_points
+
+        if self._visibility is not None or index in self._frame_seen:
+            return np.isin(selected, self.frame_visibility(index), assume_unique=True)
+        hit = self.frame(index)
+        seen, _ = visible_points(self.points[selected], hit)
+        if not seen.any():
+            return seen
+        _, depth = project_points(self.points[selected[seen]], hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+        margin = 2.0 * float(depth.max()) * (1.0 + OCCLUSION_TOLERANCE) * ZBUFFER_STRIDE / min(hit.fx, hit.fy) + 1e-3
+        cell_of = np.empty(len(selected), np.int64)
+        cell_of[boxes.order] = np.repeat(np.arange(len(boxes.starts)), boxes.ends - boxes.starts)
+        groups = np.unique(cell_of[seen])
+        camera = hit.c2w[:3, 3]
+        low = np.minimum(boxes.lower[groups], camera) - margin  # (G, 3)
+        high = np.maximum(boxes.upper[groups], camera) + margin
+        cells = self.cells()
+        near = np.zeros(len(cells.starts), bool)
+        for start in range(0, len(groups), 64):  # (cells, 64, 3) comparisons at most
+            part = slice(start, start + 64)
+            near |= np.any(np.all(cells.upper[:, None] >= low[None, part], axis=2)
+                           & np.all(cells.lower[:, None] <= high[None, part], axis=2), axis=1)
+        # an axis-aligned box of a long diagonal ray holds much that is off it: of those cells, keep the ones
+        # whose image overlaps a group's (widened by two z-buffer cells) no farther than the group
+        near = np.flatnonzero(near)
+        mine, theirs = _image_boxes(cells, near, hit), _image_boxes(boxes, groups, hit)
+        widen = 2.0 * ZBUFFER_STRIDE
+        overlap = ((mine[:, None, 0] <= theirs[None, :, 1] + widen) & (mine[:, None, 1] >= theirs[None, :, 0] - widen)
+                   & (mine[:, None, 2] <= theirs[None, :, 3] + widen) & (mine[:, None, 3] >= theirs[None, :, 2] - widen)
+                   & (mine[:, None, 4] <= theirs[None, :, 5] * (1.0 + OCCLUSION_TOLERANCE)))
+        keep = np.zeros(len(cells.starts), bool)
+        keep[near] = overlap.any(axis=1) | (mine[:, 4] == -np.inf)
+        candidates = np.union1d(cells.points_in(keep), selected)
+        visible, _ = visible_points(self.points[candidates], hit)
+        return np.isin(selected, candidates[visible], assume_unique=True)
 
     def visibility(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, offsets)``: frame ``f`` sees points ``indices[offsets[f]:offsets[f + 1]]``.
@@ -446,11 +491,11 @@ class Field:
             self._cells = CellIndex(self.points, VISIBILITY_CELL)
         return self._cells
 
-    def _frames_viewing(self, selected: np.ndarray) -> np.ndarray:
-        """The frames whose view may hold one of the boxes of the ``selected`` points' cells."""
+    def _frames_viewing(self, boxes: CellIndex) -> np.ndarray:
+        """The frames whose view may hold one of the ``boxes`` (a selection's ``CellIndex``)."""
         if self._cameras is None:
             self._cameras = Cameras([self.frame(index) for index in range(len(self.frames))])
-        return np.flatnonzero(CellIndex(self.points[selected], VISIBILITY_CELL).in_view(self._cameras).any(axis=1))
+        return np.flatnonzero(boxes.in_view(self._cameras).any(axis=1))
 
     def _seen_by(self) -> Any:
         """(N, frames) sparse CSR: row ``p`` marks the frames that see point ``p`` (``visibility`` by point)."""
@@ -561,7 +606,8 @@ class CellIndex:
             width, height = cameras.extent[part, 0][:, None, None], cameras.extent[part, 1][:, None, None]
             beyond = (np.all(uv[..., 0] < 0, axis=2) | np.all(uv[..., 0] >= width, axis=2)
                       | np.all(uv[..., 1] < 0, axis=2) | np.all(uv[..., 1] >= height, axis=2))
-            out[part] = np.any(depth > 0, axis=2) & ~(np.all(depth > 0, axis=2) & beyond)
+            out[part] = np.any((depth > 0) & (depth <= VISIBILITY_RANGE), axis=2) \
+                & ~(np.all(depth > 0, axis=2) & beyond)
         return out
 
     def points_in(self, cells: np.ndarray) -> np.ndarray:
@@ -573,6 +619,25 @@ class CellIndex:
         # one arange over all the cells' runs: each run's positions, shifted to its start
         shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
         return self.order[np.arange(lengths.sum()) + shift].astype(np.int64)
+
+
+def _image_boxes(index: CellIndex, cells: np.ndarray, hit: FrameHit) -> np.ndarray:
+    """(len(cells), 6): the image box (u0, u1, v0, v1) of each cell's box and its nearest and farthest depth; a
+    box with a corner behind the camera gets an unbounded image box and depth -inf (it may be anywhere), one
+    wholly behind it an empty one at depth +inf (it is nowhere)."""
+    from find3d.query.render import project_points
+
+    lower, upper = index.lower[cells], index.upper[cells]
+    corners = np.stack([np.where(np.array([(c >> 2) & 1, (c >> 1) & 1, c & 1], bool), upper, lower)
+                        for c in range(8)], axis=1).reshape(-1, 3)
+    uv, depth = project_points(corners, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+    uv, depth = uv.reshape(-1, 8, 2), depth.reshape(-1, 8)
+    out = np.stack([uv[..., 0].min(1), uv[..., 0].max(1), uv[..., 1].min(1), uv[..., 1].max(1), depth.min(1),
+                    depth.max(1)], axis=1)
+    behind = np.any(depth <= 0, axis=1)
+    out[behind] = [-np.inf, np.inf, -np.inf, np.inf, -np.inf, np.inf]
+    out[np.all(depth <= 0, axis=1)] = [np.inf, -np.inf, np.inf, -np.inf, np.inf, -np.inf]
+    return out
 
 
 class Cameras:
@@ -599,7 +664,8 @@ class Cameras:
             part = np.asarray(frames[start:start + step])
             uv, depth = self.project(points, part)
             extent = self.extent[part][:, None, :]
-            inside = (depth > -1e-6) & np.all((uv >= -1.0) & (uv < extent + 1.0), axis=2)
+            inside = (depth > -1e-6) & (depth <= VISIBILITY_RANGE + 1e-6) & np.all((uv >= -1.0) & (uv < extent + 1.0),
+                                                                                 axis=2)
             out[start:start + step] = inside @ weights
         return out
 
@@ -614,14 +680,16 @@ class Cameras:
 
 def visible_points(points: np.ndarray, hit: FrameHit, subset: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(bool mask over ``subset`` (default all points): which points the frame sees (inside, in front,
-    unoccluded by a z-buffer of all points at ``ZBUFFER_STRIDE`` px), their (n, 2) pixel coordinates)."""
+    """(bool mask over ``subset`` (default all points): which points the frame sees (inside, in front, within
+    ``VISIBILITY_RANGE``, unoccluded by a z-buffer of all points at ``ZBUFFER_STRIDE`` px), their (n, 2) pixel
+    coordinates)."""
     from find3d.query.render import project_points
 
     rows, cols = -(-hit.height // ZBUFFER_STRIDE), -(-hit.width // ZBUFFER_STRIDE)
     uv, depth = project_points(points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
     cell_x, cell_y = np.floor(uv[:, 0] / ZBUFFER_STRIDE), np.floor(uv[:, 1] / ZBUFFER_STRIDE)
-    inside = (depth > 0) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) & (cell_y < rows)
+    inside = (depth > 0) & (depth <= VISIBILITY_RANGE) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) \
+        & (cell_y < rows)
     cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
     zbuffer = np.full(rows * cols, np.inf)
     np.minimum.at(zbuffer, cell[inside], depth[inside])
