@@ -126,6 +126,26 @@ def test_a_saved_map_is_an_export_and_loads_back_whole(tmp_path: Path) -> None:
     assert saved(tmp_path / "new") is False and (other / "thesis.tex").exists()
 
 
+def test_a_saved_map_carries_a_pca_code_written_a_chunk_at_a_time(tmp_path: Path) -> None:
+    """The code of a spilled map (one chunk per part: memory, then each run) lands at each chunk's columns:
+    the same as encoding all the embeddings at once, and the field answers through it."""
+    from find3d.field.export import pca_code
+    from find3d.mapping.live import write_map_field
+
+    live = mapped(STEPS, SMALL, tmp_path / "map")
+    assert len(live.voxels.cold.runs) > 1
+    folder = tmp_path / "export"
+    folder.mkdir()
+    write_map_field(live.voxels, live.keyframes, folder, code_dim=4)
+    field = Field.load(folder)
+    assert field.code is not None and field.code.shape == (5, len(live))
+    mean, components = field.decoder
+    features = np.concatenate(list(live.voxels.feature_chunks()))
+    np.testing.assert_allclose(field.code, pca_code(features, mean, components), atol=1e-5)
+    found = field.query(np.eye(DIM)[1], threshold=0.9, top_k_frames=0)
+    assert len(found.indices) > 0
+
+
 @pytest.mark.slow
 def test_a_kill_in_the_middle_of_a_save_leaves_the_previous_map(tmp_path: Path) -> None:
     """A child process walks and saves again and again (each run going on from the map the last one left);

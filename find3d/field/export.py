@@ -69,6 +69,7 @@ from find3d.query.field import FORMAT, VERSION
 
 GEOMETRIES = ("auto", "depth", "render")
 FEATURE_CHUNK = 1 << 16  # points per feature-head call: bounds the MLP's activations memory
+PCA_SAMPLE = 100_000  # points the PCA code is fitted on
 #: what an export folder is made of (module doc); anything else in it is the user's and is kept on re-export
 EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vectors.f16", "code.f32", "decoder.npz",
                           "segments.i32", "segment_vectors.f32"})
@@ -373,13 +374,23 @@ def _write_arrays(out_dir: Path, xyz: np.ndarray, rgb: np.ndarray, feature: np.n
     _atomic_array(out_dir / "image_vectors.f16", image_vectors.astype(np.float16))
     if code_dim <= 0 or code_dim >= feature.shape[1]:
         return None
-    sample = feature[np.random.default_rng(0).permutation(len(feature))[:100_000]]
+    sample = feature[np.random.default_rng(0).permutation(len(feature))[:PCA_SAMPLE]]
     mean, components, ratio = fit_pca(sample, code_dim)
+    _atomic_array(out_dir / "code.f32", pca_code(feature, mean, components))
+    return write_decoder(out_dir, mean, components, ratio)
+
+
+def pca_code(feature: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(d + 1, n) float32: ``code.f32``'s columns for unit ``feature`` rows (module docstring)."""
     code = (feature - mean) @ components.T
     decoded_norm = np.linalg.norm(code @ components + mean, axis=1, keepdims=True)
     scale = 1.0 / np.maximum(decoded_norm, 1e-8)
-    _atomic_array(out_dir / "code.f32", np.vstack([(code * scale).T, scale.T]).astype(np.float32))
-    with atomic_open(out_dir / "decoder.npz") as handle:
+    return np.vstack([(code * scale).T, scale.T]).astype(np.float32)
+
+
+def write_decoder(folder: Path, mean: np.ndarray, components: np.ndarray, ratio: float) -> dict[str, Any]:
+    """``decoder.npz`` of a PCA code; returns meta.json's ``code`` entry."""
+    with atomic_open(folder / "decoder.npz") as handle:
         np.savez(handle, mean=mean, components=components)
     return {"dim": len(components), "file": "code.f32", "decoder": "decoder.npz", "explained_variance": ratio}
 

@@ -111,28 +111,50 @@ class LiveMap:
             self.voxels.cold.close()
 
 
-def write_map_field(voxels: VoxelMap, keyframes: list[Keyframe], folder: Path, extra: dict[str, Any] | None = None
-                    ) -> None:
-    """The map as an export's files (``find3d.field.export``; ``extra``: more meta.json entries) into
-    ``folder``, which the caller stages. The embeddings are written a chunk at a time, and summed per
-    instance on the way (the instances' mean vectors are stored too), so memory holds the points, colours
-    and instances (about 40 bytes a voxel) and the instances' working set, never all the embeddings."""
-    from find3d.field.export import export_meta
+def write_map_field(voxels: VoxelMap, keyframes: list[Keyframe], folder: Path, extra: dict[str, Any] | None = None,
+                    code_dim: int = 0) -> None:
+    """The map as an export's files (``find3d.field.export``; ``extra``: more meta.json entries; ``code_dim``
+    > 0: with the export's PCA code, fitted on a sample of the voxels) into ``folder``, which the caller stages.
+    The embeddings are written a chunk at a time, and summed per instance on the way (the instances' mean
+    vectors are stored too), so memory holds the points, colours and instances (about 40 bytes a voxel) and
+    a chunk, never all the embeddings."""
+    import os
+
+    from find3d.field.embeddings import fit_pca
+    from find3d.field.export import PCA_SAMPLE, export_meta, pca_code, write_decoder
     from find3d.fileio import atomic_open, atomic_write_json
     from find3d.query.field import segment_sums, write_ply
 
     count, dim = len(voxels), voxels.dim
     write_ply(folder / "points.ply", voxels.points(), voxels.colors())
     labels = voxels.segments()
+    coded = 0 < code_dim < dim and count > 0
+    if coded:
+        rows = np.sort(np.random.default_rng(0).permutation(count)[:PCA_SAMPLE])
+        sample = voxels.parts("feature")[rows].astype(np.float32)
+        mean, components, ratio = fit_pca(sample / np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12),
+                                          code_dim)
+        code_file = os.open(folder / "code.f32", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def written(chunks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        start = 0
         for chunk in chunks:
             half = chunk.astype(np.float16)
             handle.write(half.tobytes())
+            if coded:  # dimension-major: each of the code's d + 1 rows gets this chunk's stretch
+                for row, values in enumerate(pca_code(chunk, mean, components)):
+                    os.pwrite(code_file, values.tobytes(), 4 * (row * count + start))
+            start += len(chunk)
             yield half  # summed as a field reading the file back would sum them
 
-    with atomic_open(folder / "features.f16") as handle:
-        sums = segment_sums(labels, written(voxels.feature_chunks()), dim)
+    try:
+        with atomic_open(folder / "features.f16") as handle:
+            sums = segment_sums(labels, written(voxels.feature_chunks()), dim)
+        if coded:
+            os.fsync(code_file)
+    finally:
+        if coded:
+            os.close(code_file)
     vectors = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     arrays = {"segments.i32": labels.astype(np.int32), "segment_vectors.f32": vectors,
               "image_vectors.f16": image_vectors(keyframes, dim).astype(np.float16)}
@@ -140,7 +162,8 @@ def write_map_field(voxels: VoxelMap, keyframes: list[Keyframe], folder: Path, e
         with atomic_open(folder / name) as handle:
             array.tofile(handle)
     segments = {"file": "segments.i32", "count": int(labels.max(initial=-1)) + 1, "vectors": "segment_vectors.f32"}
-    meta = export_meta(dim, count, None, segments, [k.entry() for k in keyframes],
+    code = write_decoder(folder, mean, components, ratio) if coded else None
+    meta = export_meta(dim, count, code, segments, [k.entry() for k in keyframes],
                        {"voxel": voxels.voxel, **(extra or {})})
     atomic_write_json(folder / "meta.json", meta)
 

@@ -40,6 +40,9 @@ from find3d.mapping.fusion import DEFAULT_MAX_VOXELS
 from find3d.mapping.live import Keyframe, LiveMap, image_vectors, write_map_field
 
 STATE = "map"  # the map's own state inside a saved map
+#: size of the PCA code a saved map's export carries (per-point queries read 4 (d + 1) bytes a point instead of
+#: 2 D; answer quality unchanged at 32, even with a basis from another scene: bench/results/map_storage.md)
+CODE_DIM = 32
 STATE_VERSION = 1
 _FIX = "pass another map_file to start a new map, or restore the folder from a backup"
 
@@ -92,7 +95,7 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
             _save_array(staging / STATE / "alive.npy",
                         np.concatenate([r.alive for r in runs]) if runs else np.zeros(0, bool))
             _save_array(staging / STATE / "image_vectors.npy", image_vectors(keyframes, voxels.dim))
-            write_map_field(voxels, keyframes, staging, {**(extra or {}), "map": state})
+            write_map_field(voxels, keyframes, staging, {**(extra or {}), "map": state}, CODE_DIM)
             # no run may be written into the folder while it is swapped: the swap waits for a fusion step
             live.lock.acquire()
             locked = True
