@@ -4,9 +4,18 @@
 # constraints.txt and this script are unchanged since the last successful run).
 #
 #   ./bootstrap.sh                 # system packages + .venv with everything (CPU torch)
+#   ./bootstrap.sh --test          # the same, plus what only the test suite needs (Debian's chromium)
 #   FIND3D_TORCH_INDEX=URL ./bootstrap.sh   # take torch==2.13.0 from another index (e.g. a CUDA build)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+TEST=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) TEST=1 ;;
+    *) echo "bootstrap: unknown option $arg; pass --test (test-suite packages) or nothing" >&2; exit 2 ;;
+  esac
+done
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
@@ -14,6 +23,9 @@ STAMP=$VENV/.find3d-bootstrap
 # Debian packages: Python venv/headers (fresh Debian images lack them), libusb for open3d, a C/C++
 # toolchain with cmake for the ROS interface package, ffmpeg for nerfstudio's render commands.
 APT_PACKAGES=(python3 python3-venv python3-dev libusb-1.0-0 git cmake g++ make ffmpeg)
+# Test suite only: a real browser for the nerfstudio-viewer test (headless, WebGL through SwiftShader).
+# About 300 MB, so the main job's set-up does not install it.
+if [ "$TEST" -eq 1 ]; then APT_PACKAGES+=(chromium); fi
 
 log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*"; }
 

@@ -58,7 +58,8 @@ EXTRAS = {
         "ros-jazzy-rosidl-core-generators",
         "catkin-pkg",
     ],
-    "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6"],
+    # websockets: the viewer test drives Chromium over its DevTools websocket (viser already needs it)
+    "dev": ["pytest>=8", "pytest-timeout>=2", "ruff>=0.6", "websockets>=13"],
 }
 EXTRAS["all"] = sorted({req for name in ("field", "ros", "ros-build") for req in EXTRAS[name]})
 

@@ -21,6 +21,12 @@ per seed on 2 shared CPU cores). Prints markdown tables and writes them to ``ben
 - Geometry: median distance of the exported points (``--export-points``) to the ground-truth surfaces
   (every view's GT depth back-projected, floor and wall included).
 - 3D queries: ``find3d eval-3d`` (protocol in ``find3d.query.eval_3d``), field vs fusion baseline.
+- Sensors (``--sensors ideal rgbd rgb``): the same seeds' scenes as each camera delivers them
+  (``make-scene --sensor``; ``rgb`` with ``--rgb-views`` views and ``--rgb-iterations``, as a phone
+  video gives), each embedded, trained, exported and scored by eval-3d (vocabulary negatives): field
+  and fusion side by side per seed, the time of every stage, and the exported geometry against the
+  GT points (median distance of the export's points near the table, share over 2 cm: flying pixels,
+  floaters). Written to ``bench/results/field_sensors.md`` instead of the tables above.
 - Query latency: random unit features in exports of 10k / 100k / 1M points (the interface's D, PCA
   code 32 as export-field writes by default), one query + 4 negatives answered point by point (random
   points hold no objects to segment), median of 5 after a warm-up;
@@ -63,12 +69,13 @@ def embed(scene: Path, checkpoint: Path) -> float:
     return len(scene_frames(scene)) / (time.perf_counter() - start)
 
 
-def train(scene: Path, runs: Path, iterations: int) -> tuple[Path, float]:
-    """(config.yml, iterations/s) of a default ns-train find-field run."""
+def train(scene: Path, runs: Path, iterations: int, extra: list[str] | None = None) -> tuple[Path, float]:
+    """(config.yml, iterations/s) of a default ns-train find-field run (``extra``: more ns-train options)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     command = [str(Path(sys.executable).parent / "ns-train"), "find-field", "--data", str(scene),
-               "--max-num-iterations", str(iterations), "--vis", "tensorboard", "--output-dir", str(runs)]
+               "--max-num-iterations", str(iterations), "--vis", "tensorboard", "--output-dir", str(runs),
+               *(extra or [])]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     config = next(runs.glob("*/find-field/*/config.yml"))
     events = EventAccumulator(str(config.parent))
@@ -207,6 +214,59 @@ def run_seed(args: argparse.Namespace, seed: int, checkpoint: Path, work: Path) 
             "field": field, "categories": sorted(categories)}
 
 
+def gt_geometry(scene: Path, points: np.ndarray) -> dict[str, float]:
+    """Exported points on and above the table top, inside the GT points' box + 2 cm (so floor and wall
+    fall out: GT points cover things and the table only): median distance to the nearest GT point and
+    the share farther than 2 cm (flying pixels, floaters)."""
+    from scipy.spatial import cKDTree
+
+    from find3d.data.engine.catalog import TABLE_TOP_Z
+
+    gt = np.load(scene / "ground_truth" / "points.npz")["xyz"]
+    near = np.all((points >= gt.min(axis=0) - 0.02) & (points <= gt.max(axis=0) + 0.02), axis=1)
+    near &= points[:, 2] >= TABLE_TOP_Z - 0.02
+    distance = cKDTree(gt).query(points[near])[0]
+    return {"median_cm": float(np.median(distance) * 100), "over_2cm": float((distance > 0.02).mean())}
+
+
+def run_sensor(args: argparse.Namespace, seed: int, sensor: str, checkpoint: Path, work: Path) -> dict:
+    """One seed as ``sensor`` delivers it: make-scene, embed-frames, ns-train, export-field, eval-3d, timed."""
+    from find3d.cli import main as cli
+    from find3d.data.make_scene import make_scene
+    from find3d.errors import Find3dError
+    from find3d.field.export import export_field
+    from find3d.query.field import Field
+
+    phone = sensor == "rgb"
+    views, iterations = (args.rgb_views, args.rgb_iterations) if phone else (args.views, args.iterations)
+    scene, times = work / f"scene_{seed}_{sensor}", {}
+    make_scene(scene, seed=seed, views=views, heldout=args.heldout, size=args.size, repeat=True, close=True,
+               sensor=sensor)
+    start = time.perf_counter()
+    embed(scene, checkpoint)
+    times["embed-frames"] = time.perf_counter() - start
+    start = time.perf_counter()
+    config, iterations_per_s = train(scene, work / f"runs_{seed}_{sensor}", iterations)
+    times["ns-train"] = time.perf_counter() - start
+    field_dir = work / f"field_{seed}_{sensor}"
+    start = time.perf_counter()
+    try:
+        export_field(config, field_dir, num_points=args.export_points, downscale=args.export_downscale)
+    except Find3dError as err:  # a field with no surface yet is a result too: the row says so
+        print(f"seed {seed} {sensor}: {err}", file=sys.stderr)
+        return {"seed": seed, "sensor": sensor, "views": views, "iterations": iterations, "failed": str(err)}
+    times["export-field"] = time.perf_counter() - start
+    out = work / f"eval_{seed}_{sensor}"
+    start = time.perf_counter()
+    if cli(["eval-3d", "--scene", str(scene), "--field", str(field_dir), "--out", str(out)]) != 0:
+        sys.exit("eval-3d failed (see above)")
+    times["eval-3d"] = time.perf_counter() - start
+    return {"seed": seed, "sensor": sensor, "views": views, "iterations": iterations,
+            "iterations_per_s": iterations_per_s, "times": times,
+            "geometry": gt_geometry(scene, Field.load(field_dir).points),
+            "eval": json.loads((out / "eval_3d.json").read_text())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="FIND interface checkpoint")
@@ -221,11 +281,18 @@ def main() -> None:
                         help="render the training views at 1/N of their size for the export (256 px views at "
                              "full size cost 7x the rays of 96 px ones)")
     parser.add_argument("--no-latency", action="store_true", help="skip the synthetic query latency table")
+    parser.add_argument("--sensors", nargs="+", choices=("ideal", "rgbd", "rgb"), default=None,
+                        help="compare cameras (make-scene --sensor) instead: writes bench/results/field_sensors.md")
+    parser.add_argument("--rgb-views", type=int, default=60, help="training views of the rgb (phone) scenes")
+    parser.add_argument("--rgb-iterations", type=int, default=2000, help="find-field iterations on rgb scenes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report (default bench/results/field.md)")
     parser.add_argument("--json-out", type=Path, default=RESULTS.with_suffix(".json"), help="raw numbers")
     args = parser.parse_args()
     if not args.checkpoint.exists():
         sys.exit(f"{args.checkpoint}: no interface checkpoint; train one (find3d train-interface) or pass --checkpoint")
+    if args.sensors:
+        sensors_main(args)
+        return
     with tempfile.TemporaryDirectory(prefix="bench_field_") as tmp:
         work = Path(tmp)
         # A snapshot: a running training rotates its checkpoints (last.pt may point at a deleted step).
@@ -242,6 +309,78 @@ def main() -> None:
     report = format_report(args, runs, latency)
     print(report)
     args.out.write_text(report)
+
+
+def sensors_main(args: argparse.Namespace) -> None:
+    """``--sensors``: every seed as every camera delivers it (module docstring)."""
+    out = RESULTS.with_name("field_sensors.md") if args.out == RESULTS else args.out
+    json_out = out.with_suffix(".json")
+    with tempfile.TemporaryDirectory(prefix="bench_field_sensors_") as tmp:
+        checkpoint = Path(tmp) / "interface.pt"
+        shutil.copyfile(args.checkpoint, checkpoint)
+        runs = []
+        for seed in args.seeds:
+            for sensor in args.sensors:
+                runs.append(run_sensor(args, seed, sensor, checkpoint, Path(tmp)))
+                json_out.write_text(json.dumps(runs, indent=1, default=float))
+                out.write_text(format_sensors(args, runs))  # after every run: a cut-short run keeps its rows
+    print(format_sensors(args, runs))
+
+
+SENSOR_METRICS = (("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
+                  ("frame_top1", "frame top-1"), ("max_selected_ratio", "largest selection / its object"))
+
+
+def format_sensors(args: argparse.Namespace, runs: list[dict]) -> str:
+    """Per seed and in the mean: each sensor's field and fusion metrics side by side, stage times, geometry."""
+    sensors = list(dict.fromkeys(r["sensor"] for r in runs))
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    failed = [r for r in runs if "failed" in r]
+    by = {(r["seed"], r["sensor"]): r for r in runs if "failed" not in r}
+    columns = [(sensor, method) for sensor in sensors for method in ("field", "fusion_baseline")]
+    header = "| metric | seed | " + " | ".join(f"{s} {'field' if m == 'field' else 'fusion'}" for s, m in columns)
+    lines = ["# find-field on real cameras: ideal / RGB-D / phone (no depth)", "",
+             f"Command: `.venv/bin/python bench/field.py {' '.join(sys.argv[1:])}`.", "",
+             f"Scenes: `make-scene --repeat --close --sensor S`, seeds {', '.join(map(str, seeds))}, "
+             f"{args.size} px; ideal / rgbd: {args.views} training views, {args.iterations} iterations; rgb: "
+             f"{args.rgb_views} views, {args.rgb_iterations} iterations; {args.heldout} held-out views; export "
+             f"{args.export_points} points at 1/{args.export_downscale} resolution. Machine: {os.cpu_count()} CPU "
+             f"cores, load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}.", "",
+             header + " |", "|---|---|" + "---:|" * len(columns)]
+    for key, label in SENSOR_METRICS:
+        for seed in [*seeds, "mean"]:
+            cells = []
+            for sensor, method in columns:
+                values = [by[(s, sensor)]["eval"][method].get(key) for s in (seeds if seed == "mean" else [seed])
+                          if (s, sensor) in by]
+                values = [v for v in values if v is not None]
+                cells.append(f"{_mean(values):.3f}" if values else "")
+            lines.append(f"| {label} | {seed} | " + " | ".join(cells) + " |")
+    from find3d.query.eval_3d import target_summaries
+
+    for seed in [*seeds, "mean"]:
+        cells = []
+        for sensor, method in columns:
+            values = [target_summaries(by[(s, sensor)]["eval"][method])[0][1]
+                      for s in (seeds if seed == "mean" else [seed]) if (s, sensor) in by]
+            values = [v for v in values if v is not None]
+            cells.append(f"{_mean(values):.3f}" if values else "")
+        lines.append(f"| interleaved target IoU | {seed} | " + " | ".join(cells) + " |")
+    stages = ("embed-frames", "ns-train", "export-field", "eval-3d")
+    lines += ["", "Time per stage (s; mean over the seeds) and exported geometry near the table (GT points):", "",
+              "| sensor | views | iterations | " + " | ".join(stages)
+              + " | it/s | points to GT, median (cm) | points > 2 cm from GT |", "|---|---:|---:|" + "---:|" * 7]
+    for sensor in sensors:
+        rows = [r for r in runs if r["sensor"] == sensor and "failed" not in r]
+        if not rows:
+            continue
+        lines.append(f"| {sensor} | {rows[0]['views']} | {rows[0]['iterations']} | "
+                     + " | ".join(f"{_mean([r['times'][s] for r in rows]):.0f}" for s in stages)
+                     + f" | {_mean([r['iterations_per_s'] for r in rows]):.2f}"
+                     + f" | {_mean([r['geometry']['median_cm'] for r in rows]):.2f}"
+                     + f" | {_mean([r['geometry']['over_2cm'] for r in rows]):.3f} |")
+    lines += [f"- seed {r['seed']} {r['sensor']}: no export ({r['failed']})" for r in failed]
+    return "\n".join([*lines, ""])
 
 
 def _mean(values: list[float]) -> float:

@@ -5,10 +5,12 @@ embed-frames -> ns-train find-field -> export-field -> query. Each stage runs th
 CLI command, so the demo doubles as a worked example. Everything is written under ``--out`` and the
 run is repeatable.
 
-The 3D stage asks two things of a scene with two instances of some categories: a small object by
-name, and an interleaved query ("the mug next to <image:reference.png#reference_mask.png>", the
-reference being another object cut from a held-out view), and prints, for each, the points
-selected and their IoU with the scene's ground truth (``find3d.query.eval_3d``'s protocol).
+The 3D stage asks three things of a cluttered table (``make-scene --clutter --repeat``: objects
+touching, leaning and stacked, two instances of some categories): a small object that touches
+others, by name; an interleaved query ("the mug next to <image:reference.png#reference_mask.png>",
+the reference being another object cut from a held-out view); and an object that is not there,
+which must be answered "not found". It prints, for each, the points selected and their IoU with the
+scene's ground truth (``find3d.query.eval_3d``'s protocol), or the verdict and the closest instance.
 
 The packaged interface (``find3d/assets/interface-cpu.pt``) is ``configs/interface/cpu.yaml``
 run for 4000 steps (its own schedule is 2600) on ``find3d make-data --images 1000 --seed 0`` (see
@@ -35,10 +37,13 @@ from find3d.errors import Find3dError, InputError
 MIN_IMAGES = 2  # one train and one val image
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "interface" / "demo.yaml"
 PACKAGED_INTERFACE = Path(__file__).resolve().parent / "assets" / "interface-cpu.pt"
-#: small objects the demo asks for, in order of preference (the first one the scene holds that the interleaved
-#: query does not ask for); ordered by how well the packaged interface segments them (bench/results/field.md)
-SMALL_OBJECTS = ("teddy bear", "robot", "duck", "soccer ball", "toy car", "mug", "bunny", "ball", "cube", "ring",
-                 "stone")
+#: small objects the demo asks for, in order of preference (the first one the scene holds in contact with another
+#: object; the interleaved query prefers the same order); ordered by how well the packaged interface segments them
+#: (bench/results/field.md)
+SMALL_OBJECTS = ("teddy bear", "robot", "duck", "soccer ball", "toy car", "lego brick", "mug", "bunny", "ball",
+                 "cube", "ring", "stone")
+#: what the demo asks for that the scene does not hold: the first of these it lacks
+ABSENT_OBJECTS = ("mug", "robot", "duck", "soccer ball", "toy car")
 SCENE_SIZE = 256  # px: the packaged interface's training resolution
 
 
@@ -189,10 +194,11 @@ def _scene(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
     from find3d.data.make_scene import make_scene
 
     root = out / "scene"
-    make_scene(root, seed=seed, views=24, heldout=4, size=SCENE_SIZE, overwrite=True, repeat=True, close=True)
+    make_scene(root, seed=seed, views=24, heldout=4, size=SCENE_SIZE, overwrite=True, repeat=True, close=True,
+               clutter=True)
     points = np.load(root / "ground_truth" / "points.npz")["xyz"]
-    results["3D scene"] = (f"{root}/transforms.json (24 + 4 held-out views at {SCENE_SIZE} px, {len(points)} "
-                           "ground-truth points)")
+    results["3D scene"] = (f"{root}/transforms.json (a cluttered table, 24 + 4 held-out views at {SCENE_SIZE} px, "
+                           f"{len(points)} ground-truth points)")
 
 
 def _embed(out: Path, images: int, seed: int, results: dict[str, Any]) -> None:  # noqa: ARG001
@@ -222,12 +228,16 @@ def _query(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
 
     scene = Scene.load(out / "scene")
     categories = scene.categories()
-    tasks = [t for t in interleaved_queries(scene) if "view" in t]
-    asked = {t["category"] for t in tasks[:1]}
-    small = next((c for c in SMALL_OBJECTS if c in categories and c not in asked),
+    rank = {name: index for index, name in enumerate(SMALL_OBJECTS)}
+    tasks = sorted((t for t in interleaved_queries(scene) if "view" in t),
+                   key=lambda t: rank.get(t["category"], len(rank)))  # stable: the scene's order among equals
+    touching = _in_contact(scene)
+    small = next((c for c in SMALL_OBJECTS if c in categories and touching & set(categories[c])),
                  next(c for c in categories if c != "table"))
     text = f"the {small}"  # every instance of it is the ground truth
     results["3D query"] = _ask(out, "query", text, categories[small])
+    absent = next((c for c in ABSENT_OBJECTS if c not in categories), "laptop")
+    results["absent query"] = _ask(out, "query_absent", f"the {absent}", [])
     if not tasks:
         results["interleaved query"] = "no instance pair in this scene: try another --seed"
         return
@@ -245,8 +255,16 @@ def _query(out: Path, images: int, seed: int, results: dict[str, Any]) -> None: 
                                       f"{task['anchor_category']} (reference_mask.png)")
 
 
+def _in_contact(scene: Any) -> set[int]:
+    """Object ids of the things that touch another one (``make-scene --clutter``'s contacts, either side)."""
+    contacts = [(object_id, entry["contact"]["partner"]) for object_id, entry in scene.objects.items()
+                if entry.get("contact")]
+    return {int(i) for pair in contacts for i in pair}
+
+
 def _ask(out: Path, name: str, text: str, truth_ids: list[int]) -> str:
-    """Run ``find3d query`` into ``out/name`` and score its mask against the ground truth of ``truth_ids``."""
+    """Run ``find3d query`` into ``out/name`` and score its mask against the ground truth of ``truth_ids``
+    (none: the query asks for something absent, and its right answer is "not found")."""
     from find3d.fileio import atomic_write_json, read_json
     from find3d.query.eval_3d import MATCH_DISTANCE, Scene, iou_per_category, nearest_match
     from find3d.query.field import Field
@@ -254,13 +272,23 @@ def _ask(out: Path, name: str, text: str, truth_ids: list[int]) -> str:
     _cli("query", "--field", str(out / "field"), text, "--out", str(out / name), "--top-k", "3")
     scene, field = Scene.load(out / "scene"), Field.load(out / "field")
     indices = np.load(out / name / "query.npz")["indices"]
+    answer = read_json(out / name / "frames.json")
     chosen = np.zeros(len(field), bool)
     chosen[indices] = True
-    iou = iou_per_category(chosen, scene, truth_ids, nearest_match(field.points, scene.gt_xyz, MATCH_DISTANCE))
-    pngs = ", ".join(sorted(p.name for p in (out / name).glob("*.png") if p.name.startswith("relevancy_")))
-    summary = out / "queries.json"  # what tests and users read back: every query's points and IoU
+    iou = (iou_per_category(chosen, scene, truth_ids, nearest_match(field.points, scene.gt_xyz, MATCH_DISTANCE))
+           if truth_ids else None)
+    pngs = ", ".join(sorted(p.name for p in (out / name).glob("*.png")))
+    summary = out / "queries.json"  # what tests and users read back: every query's points, IoU and verdict
     answers = read_json(summary) if summary.is_file() and name != "query" else {}
-    answers[name] = {"query": text, "points": len(indices), "of": len(field), "iou": iou}
+    answers[name] = {"query": text, "points": len(indices), "of": len(field), "iou": iou, "found": answer["found"],
+                     "closest": answer["closest"], "truth": [int(i) for i in truth_ids]}
     atomic_write_json(summary, answers)
+    if not answer["found"]:
+        closest = answer["closest"] or {}
+        verdict = "right: the scene has none" if not truth_ids else "wrong: the scene has one"
+        return (f"{text!r}: not found ({verdict}), closest the {closest.get('name')} at "
+                f"{closest.get('score', 0):.2f} -> {out / name / 'frames.json'}, {pngs}")
+    if not truth_ids:
+        return f"{text!r}: {len(indices)} points selected, but the scene has none (a false alarm) -> {out / name}"
     return (f"{text!r}: {len(indices)} of {len(field)} points, 3D IoU {iou:.2f} against the ground truth "
             f"-> {out / name / 'mask.ply'}, {pngs}")

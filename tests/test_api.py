@@ -67,7 +67,7 @@ def test_segment_at_original_resolution(api, images):
     ids = set(np.unique(result.segment_ids)) - {0}
     assert ids <= {s["id"] for s in result.segments}
     for seg in result.segments:
-        assert set(seg) == {"id", "category", "class_name", "isthing", "score"}
+        assert set(seg) == {"id", "category", "class_name", "isthing", "score", "query"}
         assert seg["class_name"] == api.class_names[seg["category"]] and 0.0 <= seg["score"] <= 1.0
     assert result.probabilities.shape == (len(api.class_names), HEIGHT, WIDTH)
     np.testing.assert_allclose(result.probabilities.sum(0), 1.0, atol=1e-4)
@@ -132,6 +132,8 @@ def test_retrieve(api, images):
 
 def test_embed_pixels(api, images):
     embedding = api.embed_pixels(images[0])
+    # the same forward pass's panoptic ids, at the original size: segment's own
+    np.testing.assert_array_equal(embedding.segments, api.segment(images[0]).segment_ids)
     assert isinstance(embedding, PixelEmbedding)
     # stride 4 of the model input: the 96x128 crop fills 96x128 of the 128 px canvas
     assert embedding.features.shape == (HEIGHT // 4, WIDTH // 4, api.dim)

@@ -33,12 +33,23 @@ def test_demo_runs_end_to_end(tmp_path):
         assert len(json.loads((query / "frames.json").read_text())["frames"]) == 3
         assert len(list(query.glob("relevancy_*.png"))) == 3
     # Both 3D masks against the scene's ground truth: selecting every point scores under 0.05, selecting
-    # none 0, and the interleaved query's other instance (the brown bear, not the gray one next to the
-    # reference tray) 0; the floor sits well above those and below what the packaged interface gets on
-    # seed 0 with the demo's 300 field iterations (0.99 for "the robot", 1.00 for the interleaved target).
+    # none 0, and the interleaved query's other instance 0; the floor sits well above those.
     answers = json.loads((tmp_path / "queries.json").read_text())
-    assert set(answers) == {"query", "query_interleaved"}
-    for name, entry in answers.items():
-        assert 0 < entry["points"] < entry["of"], name
+    assert set(answers) == {"query", "query_interleaved", "query_absent"}
+    for name in ("query", "query_interleaved"):
+        entry = answers[name]
+        assert entry["found"] and 0 < entry["points"] < entry["of"], name
         assert entry["iou"] >= IOU_FLOOR, (name, entry)
+    # The named object stands in a cluttered group: it touches another object.
+    objects = json.loads((tmp_path / "scene" / "ground_truth" / "objects.json").read_text())["objects"]
+    touching = {int(k) for k, o in objects.items() if o.get("contact")} | \
+        {o["contact"]["partner"] for o in objects.values() if o.get("contact")}
+    assert set(answers["query"]["truth"]) & touching
+    # The absent object: the scene has none, and the answer says so, with no points and a picture of the
+    # closest instance with the verdict on it.
+    absent = answers["query_absent"]
+    assert absent["truth"] == [] and not any(o["category"] == absent["query"][4:] for o in objects.values())
+    assert absent["found"] is False and absent["points"] == 0 and absent["closest"]["name"]
+    assert len(list((tmp_path / "query_absent").glob("not_found_*.png"))) == 1
+    assert f"{absent['query']!r}: not found (right: the scene has none)" in result.stdout
     assert "3D IoU" in result.stdout

@@ -180,7 +180,11 @@ def test_feature_sampling_and_bad_dims(scene: Path, tmp_path: Path) -> None:
     # Depth rides along in nerfstudio units (millimetres x 1e-3 x the dataparser's pose scale).
     outputs = manager.train_dataparser_outputs
     raw = np.asarray(Image.open(outputs.metadata["depth_filenames"][0])).astype(np.float32)
-    np.testing.assert_allclose(item["depth_image"][..., 0].numpy(), raw * 1e-3 * outputs.dataparser_scale, rtol=1e-5)
+    trusted = manager.train_dataset.trusted[0][..., 0]
+    np.testing.assert_allclose(item["depth_image"][..., 0].numpy()[trusted],
+                               (raw * 1e-3 * outputs.dataparser_scale)[trusted], rtol=1e-5)
+    # Exact depth: (almost) every reading is one no other frame saw through; the rest read as unknown.
+    assert trusted.mean() > 0.99 and np.all(item["depth_image"][..., 0].numpy()[~trusted] == 0)
 
     box = SceneBox(aabb=torch.tensor([[-1.0, -1, -1], [1, 1, 1]]))
     with pytest.raises(DataError, match="embed-frames"):
@@ -192,6 +196,27 @@ def test_feature_sampling_and_bad_dims(scene: Path, tmp_path: Path) -> None:
     (bare / "images").symlink_to(scene / "images")
     with pytest.raises(DataError, match="embed-frames"):
         FindDataManagerConfig(data=bare).setup(device="cpu", test_mode="inference")
+
+
+def test_consistency_drops_what_other_views_see_through() -> None:
+    """A wall seen by two cameras; view A also reads a flying point in front of it, which B looks through,
+    and a point outside B's image; only the flying point goes."""
+    from find3d.field.fuse import consistent, splat
+
+    def looking_down_minus_z(x: float) -> np.ndarray:  # OpenGL camera at (x, 0, 0) looking along -z
+        c2w = np.eye(4)
+        c2w[0, 3] = x
+        return c2w
+
+    cameras = [looking_down_minus_z(0.0), looking_down_minus_z(0.3)]
+    u, v = np.meshgrid(np.linspace(-0.6, 0.9, 60), np.linspace(-0.5, 0.5, 40))
+    wall = np.stack([u.ravel(), v.ravel(), np.full(u.size, -2.0)], axis=1)
+    flying = np.array([[0.2, 0.0, -1.2]])  # in front of the wall, inside both views
+    beyond = np.array([[-1.5, 0.0, -2.0]])  # seen by A only: outside view B
+    views = [splat(wall, c2w, 40.0, 40.0, 32.0, 32.0, (64, 64)) for c2w in cameras]
+    masks = consistent([np.vstack([wall, flying, beyond]), wall], views)
+    assert masks[0][:-2].mean() > 0.99 and not masks[0][-2] and masks[0][-1]
+    assert masks[1].mean() > 0.99
 
 
 def test_depth_losses() -> None:

@@ -195,3 +195,91 @@ def test_clutter_puts_objects_in_contact_with_exact_ground_truth(tmp_path: Path)
     make_scene(tmp_path / "again", seed=4, views=10, heldout=2, size=SIZE, clutter=True, repeat=True)
     assert (scene / "ground_truth" / "points.npz").read_bytes() == \
         (tmp_path / "again" / "ground_truth" / "points.npz").read_bytes()
+
+
+# ------------------------------------------------------------------------------------------ sensors
+SENSOR_SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def sensor_scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One small scene per sensor model, the same seed (and a drifting-pose rgbd one)."""
+    root = tmp_path_factory.mktemp("sensors")
+    scenes = {}
+    for name, sensor, pose_noise in (("ideal", "ideal", 0.0), ("rgbd", "rgbd", 0.0), ("rgb", "rgb", 0.0),
+                                     ("drift", "rgbd", 0.01)):
+        make_scene(root / name, seed=5, views=6, heldout=2, size=SENSOR_SIZE, close=True, sensor=sensor,
+                   pose_noise=pose_noise)
+        scenes[name] = root / name
+    return scenes
+
+
+def test_rgbd_sensor_noise_holes_and_flying_pixels(sensor_scenes: dict[str, Path]) -> None:
+    ideal, rgbd = sensor_scenes["ideal"], sensor_scenes["rgbd"]
+    errors, depths, holes, flying = [], [], [], []
+    for frame in _transforms(rgbd)["frames"]:
+        exact, noisy = _depth_m(ideal, frame), _depth_m(rgbd, frame)
+        hit = exact > 0
+        holes.append(((noisy == 0) & hit).sum() / hit.sum())
+        both = hit & (noisy > 0)
+        errors.append(np.abs(noisy - exact)[both])
+        depths.append(exact[both])
+        # Flying pixels: readings far from every exact depth of their 3x3 neighbourhood.
+        padded = np.pad(exact, 1, mode="edge")
+        window = np.stack([padded[r:r + SENSOR_SIZE, c:c + SENSOR_SIZE] for r in range(3) for c in range(3)])
+        off = np.abs(window - noisy).min(axis=0)
+        flying.append(((off > 0.05) & both).sum())
+    error, depth = np.concatenate(errors), np.concatenate(depths)
+    near, far = error[depth < np.median(depth)], error[depth >= np.median(depth)]
+    print(f"rgbd: holes {np.mean(holes):.3f}, median error {np.median(error) * 1000:.1f} mm "
+          f"(near half {np.median(near) * 1000:.1f}, far half {np.median(far) * 1000:.1f}), "
+          f"flying pixels per view {np.mean(flying):.0f}")
+    assert 0.01 < np.mean(holes) < 0.2
+    assert 0.0005 < np.median(error) < 0.02 and np.median(far) > np.median(near)  # grows with distance
+    assert np.mean(flying) > 5
+    # Colour, instance masks and the 3D ground truth are the exact render's.
+    for name in ("ground_truth/points.npz", "ground_truth/objects.json", "images/frame_00002.png",
+                 "instances/frame_00002.png"):
+        assert (ideal / name).read_bytes() == (rgbd / name).read_bytes(), name
+
+
+def test_rgb_sensor_is_a_phone_capture(sensor_scenes: dict[str, Path]) -> None:
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    ideal, rgb = sensor_scenes["ideal"], sensor_scenes["rgb"]
+    meta = _transforms(rgb)
+    assert not (rgb / "depths").exists()
+    assert all("depth_file_path" not in f and f["file_path"].endswith(".jpg") for f in meta["frames"])
+    ratios = []
+    for frame, reference in zip(meta["frames"], _transforms(ideal)["frames"]):
+        image = Image.open(rgb / frame["file_path"])
+        assert image.format == "JPEG" and image.size == (SENSOR_SIZE, SENSOR_SIZE)
+        exact = np.asarray(Image.open(ideal / reference["file_path"]), dtype=np.float64)
+        ratios.append(np.asarray(image, dtype=np.float64).mean() / exact.mean())
+        assert frame["transform_matrix"] == reference["transform_matrix"]
+    print(f"rgb: brightness against the render per frame {np.round(ratios, 2).tolist()}")
+    assert np.ptp(ratios) > 0.05  # auto-exposure varies between frames
+    assert (ideal / "ground_truth/points.npz").read_bytes() == (rgb / "ground_truth/points.npz").read_bytes()
+    outputs = NerfstudioDataParserConfig(data=rgb).setup().get_dataparser_outputs("train")
+    assert len(outputs.image_filenames) == 6 and not outputs.metadata.get("depth_filenames")
+
+
+def test_pose_noise_drifts_from_the_first_frame(sensor_scenes: dict[str, Path], tmp_path: Path) -> None:
+    exact, drift = (_transforms(sensor_scenes[name])["frames"] for name in ("rgbd", "drift"))
+    offsets = [np.linalg.norm(np.asarray(a["transform_matrix"])[:3, 3] - np.asarray(b["transform_matrix"])[:3, 3])
+               for a, b in zip(exact, drift)]
+    assert offsets[0] == 0.0 and max(offsets) > 0.01
+    for frame in drift:  # still rigid poses
+        rotation = np.asarray(frame["transform_matrix"])[:3, :3]
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+    assert (sensor_scenes["rgbd"] / "depths/frame_00003.png").read_bytes() == \
+        (sensor_scenes["drift"] / "depths/frame_00003.png").read_bytes()
+    # Deterministic per seed.
+    make_scene(tmp_path / "again", seed=5, views=6, heldout=2, size=SENSOR_SIZE, close=True, sensor="rgbd",
+               pose_noise=0.01)
+    for name in ("transforms.json", "depths/frame_00004.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (sensor_scenes["drift"] / name).read_bytes()
+    with pytest.raises(InputError, match="--sensor"):
+        make_scene(tmp_path / "bad", sensor="lidar")
+    with pytest.raises(InputError, match="--pose-noise"):
+        make_scene(tmp_path / "bad", pose_noise=-1.0)

@@ -71,7 +71,8 @@ def test_a_point_projects_to_the_known_pixel_through_the_frame_message() -> None
     # The pixel 80 * 0.25 / 2 right and 70 * 0.1 / 2 above the principal point; ROS centres pixels at integers.
     np.testing.assert_allclose(pixel[:2], [32.0 + 10.0 - 0.5, 24.0 - 3.5 - 0.5], atol=1e-9)
     np.testing.assert_allclose(pixel[:2], uv[0] - 0.5, atol=1e-9)
-    assert (info.width, info.height, info.header.frame_id) == (64, 48, "map")
+    # The image's own optical frame, so a TF-aware consumer never reads the pixels as being in "map".
+    assert (info.width, info.height, info.header.frame_id) == (64, 48, "find3d_frame_0_optical")
 
 
 def test_point_cloud_round_trip() -> None:

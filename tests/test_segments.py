@@ -179,6 +179,9 @@ def test_touching_objects_are_told_apart_by_the_views_that_see_the_boundary() ->
     # masks are the evidence: when every view merges them, so does the instance
     merged = segment_points(points, observations=observations(part, 10, 10, rng))
     assert best_iou(merged, part == 1) < 0.6
+    # masks that hold nothing (an interface that keeps no segment) leave geometry to decide, as without masks
+    void = [(seen, np.zeros_like(masks)) for seen, masks in observations(part, 4, 0, rng)]
+    np.testing.assert_array_equal(segment_points(points, observations=void), segment_points(points))
 
 
 def test_a_colour_border_needs_the_masks_clear_word_to_be_crossed() -> None:

@@ -154,14 +154,17 @@ def drive(specs: list[SceneSpec], centres: list[tuple[float, float]], views: int
 
 
 def make_floor(out: Path, seed: int, rooms: int, views: int, heldout: int, size: int, repeat: bool = False,
-               clutter: bool = False) -> dict[str, Any]:
-    """Render the floor into ``out`` (prepared by ``make_scene``); same returns as ``make_scene``."""
+               clutter: bool = False, sensor: str = "ideal", pose_noise: float = 0.0) -> dict[str, Any]:
+    """Render the floor into ``out`` (prepared by ``make_scene``) as ``sensor`` delivers it (``make_scene``'s
+    arguments); same returns as ``make_scene``."""
+    from find3d.data.engine.sensor import Sensor
     from find3d.data.make_scene import _object_table, _write_frame, _write_ground_truth, backproject, voxel_dedup
 
     specs = compose_floor(seed, rooms, repeat, clutter)
     centres = room_centres(rooms)
     spec, _ = combined(specs, centres)
     cameras, looks_at, is_heldout = drive(specs, centres, views, heldout)
+    camera_model = Sensor(sensor, seed, len(cameras), pose_noise)
     builder = FloorBuilder()
     try:
         bodies, room_of = builder.build_floor(specs, centres)
@@ -172,7 +175,7 @@ def make_floor(out: Path, seed: int, rooms: int, views: int, heldout: int, size:
         frames, points, labels = [], [], []
         for index, camera in enumerate(tqdm(cameras, desc="make-scene --rooms", unit="view", disable=None)):
             rendered = builder.render(camera, spec.light, size, size)
-            frame, instance = _write_frame(out, index, rendered, object_ids, camera.camera_to_world())
+            frame, instance = _write_frame(out, index, rendered, object_ids, camera, camera_model)
             frames.append({**frame, "room": looks_at[index]})
             xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
             keep = np.isin(instance, surveyed)

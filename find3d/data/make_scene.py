@@ -4,12 +4,18 @@ Layout (nerfstudio ``nerfstudio-data`` reads transforms.json, images and depths 
 
     transforms.json            OPENCV intrinsics (zero distortion), frames with OpenGL camera-to-world
                                poses, train_filenames / val_filenames / test_filenames (held-out views)
-    images/frame_00001.png     RGB
+    images/frame_00001.png     RGB (``--sensor rgb``: frame_00001.jpg)
     depths/frame_00001.png     uint16 z-depth in millimetres (nerfstudio's default depth_unit_scale_factor
-                               1e-3); 0 where no surface was hit
+                               1e-3); 0 where no surface was hit (or, ``--sensor rgbd``, no reading);
+                               none with ``--sensor rgb`` (and no depth_file_path keys)
     instances/frame_00001.png  uint16 object id per pixel (ground_truth/objects.json), 0 = none
     ground_truth/objects.json  object id -> category, colour, thing/stuff, pybullet body; the conventions
     ground_truth/points.npz    xyz (N, 3) float32 world points on visible surfaces, object_id (N,) int32
+
+``--sensor`` (``find3d.data.engine.sensor``) says what the camera delivers: ``ideal`` the exact render,
+``rgbd`` a depth camera's noise, flying pixels and holes, ``rgb`` a phone's JPEGs without depth;
+``--pose-noise`` makes the written poses drift as SLAM leaves them. Instance masks and
+ground_truth/ always come from the exact render and poses.
 
 Instance masks use their own ``instance_path`` key: nerfstudio's ``mask_path`` means "pixels to train
 on", not object ids, so reusing it would silently mask out every background pixel.
@@ -34,6 +40,7 @@ from find3d.data.engine.catalog import TABLE_TOP_Z, category_by_name
 from find3d.data.engine.clutter import compose_clutter
 from find3d.data.engine.output import prepare_folder
 from find3d.data.engine.scene import Camera, Rendered, SceneBuilder, SceneSpec, compose_scene, orbit_camera
+from find3d.data.engine.sensor import SENSORS, Sensor
 from find3d.errors import InputError
 from find3d.fileio import atomic_open, atomic_write_json
 
@@ -63,35 +70,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a floor of this many rooms, each a table with its objects and two walls, that the "
                              "camera drives through: --views and --heldout are shared among the rooms, plus one "
                              "view between each two (find3d.data.floor; default 1: one table, orbited)")
+    parser.add_argument("--sensor", choices=SENSORS, default="ideal",
+                        help="what the camera delivers: ideal = the exact render; rgbd = a depth camera's axial and "
+                             "lateral noise, flying pixels and holes (RealSense / Kinect models); rgb = a phone video: "
+                             "JPEGs with auto-exposure drift and no depth at all (default: ideal)")
+    parser.add_argument("--pose-noise", type=float, default=0.0, metavar="METRES",
+                        help="let the written poses drift as SLAM leaves them: a random walk of this many metres (and "
+                             "radians) per frame (default 0: exact poses)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
                          overwrite=args.overwrite, repeat=args.repeat, close=args.close, clutter=args.clutter,
-                         rooms=args.rooms)
+                         rooms=args.rooms, sensor=args.sensor, pose_noise=args.pose_noise)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
                overwrite: bool = False, repeat: bool = False, close: bool = False, clutter: bool = False,
-               rooms: int = 1) -> dict[str, Any]:
+               rooms: int = 1, sensor: str = "ideal", pose_noise: float = 0.0) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
     ``repeat_categories``; ``close``: see ``_close_views``; ``clutter``: objects in contact
     (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time); ``rooms`` > 1: a floor
-    of that many rooms (``find3d.data.floor``)."""
+    of that many rooms (``find3d.data.floor``); ``sensor``, ``pose_noise``: see ``find3d.data.engine.sensor``."""
     validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
     if size < 32:
         raise InputError(f"--size {size}: images must be at least 32 px; pass e.g. --size 256.")
+    if sensor not in SENSORS:
+        raise InputError(f"--sensor {sensor}: unknown; pass one of {', '.join(SENSORS)}.")
+    if not (math.isfinite(pose_noise) and 0.0 <= pose_noise <= 0.1):
+        raise InputError(f"--pose-noise {pose_noise}: pass metres per frame in [0, 0.1], e.g. 0.002.")
     out = Path(out)
     validate.integer(rooms, "rooms", minimum=1)
-    prepare_folder(out, overwrite, OUTPUTS, ("images", "depths", "instances", "ground_truth"))
+    camera_model = Sensor(sensor, seed, views + heldout, pose_noise)
+    folders = ("images", "depths", "instances", "ground_truth") if camera_model.has_depth else (
+        "images", "instances", "ground_truth")
+    prepare_folder(out, overwrite, OUTPUTS, folders)
     if rooms > 1:
         from find3d.data.floor import make_floor
 
-        return make_floor(out, seed, rooms, views, heldout, size, repeat, clutter)
+        return make_floor(out, seed, rooms, views, heldout, size, repeat, clutter, sensor, pose_noise)
     if clutter:
         spec = compose_clutter(np.random.default_rng([seed, 2]), min_objects=5, max_objects=7, repeat=repeat)
     else:
@@ -108,7 +129,7 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
         frames, points, labels = [], [], []
         for index, camera in enumerate(tqdm(cameras, desc="make-scene", unit="view", disable=None)):
             rendered = builder.render(camera, spec.light, size, size)
-            frame, instance = _write_frame(out, index, rendered, object_ids, camera.camera_to_world())
+            frame, instance = _write_frame(out, index, rendered, object_ids, camera, camera_model)
             frames.append(frame)
             xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
             keep = np.isin(instance, surveyed)
@@ -151,19 +172,25 @@ def repeat_categories(spec: SceneSpec, rng: np.random.Generator, count: int = 2)
     return replace(spec, objects=tuple(objects))
 
 
-def _write_frame(out: Path, index: int, rendered: Rendered, object_ids: dict[int, int],
-                 c2w: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """Write one view's RGB, depth and instance PNGs; returns its transforms.json frame and instance map."""
+def _write_frame(out: Path, index: int, rendered: Rendered, object_ids: dict[int, int], camera: Camera,
+                 sensor: Sensor) -> tuple[dict[str, Any], np.ndarray]:
+    """Write one view's RGB, depth (as ``sensor`` delivers them) and exact instance masks; returns its
+    transforms.json frame (with the pose the sensor reports) and instance map."""
     name = f"frame_{index + 1:05d}.png"
     instance = np.zeros(rendered.body.shape, dtype=np.uint16)
     for body, object_id in object_ids.items():
         instance[rendered.body == body] = object_id
-    depth_mm = np.where(rendered.body >= 0, np.round(rendered.depth * 1000.0), 0).astype(np.uint16)
-    Image.fromarray(rendered.rgb).save(out / "images" / name)
-    Image.fromarray(depth_mm).save(out / "depths" / name)
+    seen = sensor.observe(index, rendered.rgb, rendered.depth, rendered.body >= 0, camera.focal_px(len(instance)))
+    image = Path(name).with_suffix(sensor.image_suffix).name
+    (out / "images" / image).write_bytes(sensor.encode_image(seen.rgb))
     Image.fromarray(instance).save(out / "instances" / name)
-    frame = {"file_path": f"images/{name}", "transform_matrix": c2w.round(8).tolist(),
-             "depth_file_path": f"depths/{name}", "instance_path": f"instances/{name}"}
+    c2w = sensor.reported_pose(index, camera.camera_to_world())
+    frame = {"file_path": f"images/{image}", "transform_matrix": c2w.round(8).tolist()}
+    if seen.depth is not None:
+        depth_mm = np.clip(np.round(seen.depth * 1000.0), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+        Image.fromarray(depth_mm).save(out / "depths" / name)
+        frame["depth_file_path"] = f"depths/{name}"
+    frame["instance_path"] = f"instances/{name}"
     return frame, instance
 
 

@@ -31,6 +31,12 @@ Design (pure torch so that it trains on a CPU; the fast CUDA pieces are used whe
   surface lies in the box (``surface_feature_loss_weight``). Through the rendering weights alone,
   which are still a fog early in training, a short run spreads each embedding along its ray and
   the head at the surface is a blur of its neighbours (measured in ``bench/results/field.md``).
+- Without depth (phone / COLMAP captures): colour alone shapes the geometry, helped by mip-NeRF
+  360's distortion loss (``distortion_loss_weight``), which pulls each ray's rendering weight into one
+  surface instead of a fog; the surface feature term then reads the field's own median surface
+  (detached, on rays whose accumulation reached 0.5) in place of the known one, so the head is still
+  supervised where the export reads it. Depth, where present, has already been cleaned of readings
+  other frames saw through (``find3d.field.data``).
 - Loss: MSE(rgb) + λ·(1 − cos(feature, target)) (+ the depth terms), λ = ``feature_loss_weight``
   (default 0.5). The cosine loss matches how features are used (relevancy is computed on unit
   vectors) and ignores the scale of the mask-weighted mixture E(x). The rendering weights are
@@ -50,10 +56,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.cameras.rays import RayBundle, RaySamples
-from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.data.scene_box import OrientedBox, SceneBox
 from nerfstudio.field_components.activations import trunc_exp
 from nerfstudio.field_components.encodings import HashEncoding, SHEncoding
+from nerfstudio.model_components.losses import distortion_loss
 from nerfstudio.model_components.ray_samplers import PDFSampler, UniformSampler
 from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, RGBRenderer
 from nerfstudio.model_components.scene_colliders import AABBBoxCollider
@@ -63,6 +71,7 @@ from torch import nn
 from torch.nn import Parameter
 
 from find3d.errors import DataError
+from find3d.field.viewer import FieldViewer
 
 
 class TriPlaneEncoding(nn.Module):
@@ -187,6 +196,10 @@ class FindFieldModelConfig(ModelConfig):
     box (0: off). The export reads the head at depth points; supervising it there directly, not only
     through rendering weights that are still a fog early in training, is what makes a short run's
     features match the frames' (see the module docstring)."""
+    distortion_loss_weight: float = 0.002
+    """Weight of mip-NeRF 360's distortion loss (rendering weight spread along each ray), applied only to
+    scenes without depth, where colour alone must shape the geometry: it pulls each ray's weight into
+    one surface instead of a fog (nerfacto's default weight)."""
     depth_margin: float = 0.05
     """Half-width (nerfstudio units) of the band around the known surface where weight is not penalised."""
     background_color: Literal["random", "last_sample", "black", "white"] = "random"
@@ -221,6 +234,9 @@ class FindFieldModel(Model):
         self.environment = _mlp(self.environment_sh.get_out_dim(), 32, 3)
         self.renderer_depth = DepthRenderer(method="expected")
         self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_median = DepthRenderer(method="median")
+        # Query controls in nerfstudio's viewer and the relevancy / composited outputs (find3d.field.viewer).
+        self.find3d = FieldViewer(metadata, self.feature_dim)
 
     def get_param_groups(self) -> dict[str, list[Parameter]]:
         return {"fields": [*self.field.parameters(), *self.environment.parameters()]}
@@ -233,6 +249,18 @@ class FindFieldModel(Model):
             density, _ = self.field.density(samples.frustums.get_positions())
             weights = samples.get_weights(density)
         return self.pdf_sampler(ray_bundle, samples, weights)
+
+    @torch.no_grad()
+    def surface(self, ray_bundle: RayBundle) -> tuple[torch.Tensor, torch.Tensor]:
+        """(median depth (R, 1): distance along the unit ray where the rendering weight reaches one half,
+        accumulation (R, 1)) of flat rays, from the density alone: the geometry an export reads, without
+        the colour and feature heads at every sample. The median, not the expected depth: a ray that
+        grazes a faint floater before the surface has its expected depth in the empty space between."""
+        ray_bundle = self.collider(ray_bundle)
+        samples = self._samples(ray_bundle)
+        density, _ = self.field.density(samples.frustums.get_positions())
+        weights = samples.get_weights(density)
+        return self.renderer_median(weights=weights, ray_samples=samples), self.renderer_accumulation(weights=weights)
 
     def get_outputs(self, ray_bundle: RayBundle) -> dict[str, torch.Tensor]:  # type: ignore[override]
         samples = self._samples(ray_bundle)
@@ -257,7 +285,16 @@ class FindFieldModel(Model):
             outputs["origins"], outputs["directions"] = ray_bundle.origins, ray_bundle.directions
             outputs["fars"] = ray_bundle.fars if ray_bundle.fars is not None else torch.full_like(
                 outputs["depth"], float("inf"))
+            # Without depth: the field's own surface stands in for the known one (``get_loss_dict``).
+            outputs["median"] = self.renderer_median(weights=weights.detach(), ray_samples=samples)
+            if self.config.distortion_loss_weight > 0:
+                outputs["distortion"] = distortion_loss([weights], [samples])
         return outputs
+
+    @torch.no_grad()
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: OrientedBox | None = None) -> dict[str, torch.Tensor]:
+        """nerfstudio's whole-image render (viewer, ns-render) plus find3d's query outputs (find3d.field.viewer)."""
+        return self.find3d.add_outputs(super().get_outputs_for_camera(camera, obb_box=obb_box), camera)
 
     def _rgb_pair(self, outputs: dict[str, torch.Tensor], batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device)[..., :3]
@@ -293,8 +330,15 @@ class FindFieldModel(Model):
         depth = self._depth_image(outputs, batch)
         if depth is not None:
             losses.update(self._depth_losses(outputs, depth))
-            if "feature" in batch and self.config.surface_feature_loss_weight > 0:
-                losses["surface_feature_loss"] = self._surface_feature_loss(outputs, depth, batch["feature"])
+        elif "weights" in outputs:
+            # No depth (a phone / COLMAP capture): depth-free regularisation of the geometry, and the
+            # field's own (detached) median surface where the ray turned opaque stands in for the known one.
+            if "distortion" in outputs:
+                losses["distortion_loss"] = self.config.distortion_loss_weight * outputs["distortion"]
+            opaque = (outputs["accumulation"].detach() >= 0.5).float()
+            depth = outputs["median"] * opaque / outputs["directions_norm"]  # as z-depth, 0 = none
+        if depth is not None and "feature" in batch and self.config.surface_feature_loss_weight > 0:
+            losses["surface_feature_loss"] = self._surface_feature_loss(outputs, depth, batch["feature"])
         return losses
 
     def _surface_feature_loss(self, outputs: dict[str, torch.Tensor], z_depth: torch.Tensor,

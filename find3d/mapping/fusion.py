@@ -380,10 +380,10 @@ class VoxelMap:
         points = (self.column("xyz")[order] / weight).astype(np.float32)
         votes = MaskVotes()
         votes.seen, votes.same = self.parts("votes_seen"), self.parts("votes_same")
-        seen = any(np.any(array) for array, _ in votes.seen.parts) or any(np.any(a) for a, _ in votes.same.parts)
-        # the embedding sums as they are (their cosines need no unit copy of the map)
-        labels = segment_nodes(keys[order], points, np.ones(len(order)), parameters, self.parts("feature"),
-                               votes if seen else None, order, self.column("rgb")[order] / weight)
+        # the embedding sums as they are (their cosines need no unit copy of the map); with no mask's vote on
+        # two touching voxels segment_nodes lets geometry alone decide
+        labels = segment_nodes(keys[order], points, np.ones(len(order)), parameters, self.parts("feature"), votes,
+                               order, self.column("rgb")[order] / weight)
         out = np.full(len(keys), -1, np.int32)
         out[order] = labels
         self._segments = (self.tick, parameters, out)

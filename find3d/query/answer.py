@@ -3,7 +3,7 @@
 ``answer(field, interface, query, ...)`` is what the ROS 2 nodes serve.
 
 - Text or an image crop: ``Field.query`` for the query as a whole and the objects of that mask
-  (``find3d.query.objects``; with whole-object answers each selected 3D segment is one object), most
+  (``find3d.query.objects``; with whole-object answers each selected 3D instance is one object), most
   relevant first.
 - Interleaved, FIND's semantics: each entity (the head's words or reference, then the others) gets
   its own 3D mask and objects, scored against the same kind of negatives. With a spatial relation

@@ -3,13 +3,16 @@
 Protocol (each category is asked as a user would: "the mug" and a synonym, "the cup"
 (``PHRASINGS``), each encoded through the interface with the negatives ``Field.query`` uses by
 default, the interface's vocabulary minus the query's class; the selection is ``Field.query``'s:
-whole 3D segments at relevancy >= ``--threshold`` or else the best one (``--points``: each point at
-relevancy >= ``--threshold``); a category's metrics are means over its phrasings):
+whole 3D instances at relevancy >= ``--threshold``, or else the best one if it reaches ``--acceptance``,
+else nothing ("not found"; ``--points``: each point at relevancy >= ``--threshold``); a category's metrics
+are means over its phrasings):
 
 - 3D IoU per category, on the ground-truth points (``ground_truth/points.npz``: things and the table,
   one per 5 mm voxel). Each GT point takes the selection of its nearest point of the method, or is
   unselected when that point is farther than ``--match-distance`` (the method has no surface there);
   IoU = |selected ∩ category| / |selected ∪ category| over GT points; mIoU = mean over categories.
+  ``selected_ratio``: |selected| / |category| over GT points (the most of a category's phrasings;
+  ``max_selected_ratio`` the most of all categories): 2 means a selection twice its object's size.
   Floor and wall carry no GT points, so selections there are not counted.
 - Localisation accuracy (LERF) on the held-out views: for each held-out view and each category
   visible in it (>= ``MIN_VISIBLE`` of its pixels in the instance mask), the visible point (z-buffered)
@@ -47,7 +50,10 @@ relevancy >= ``--threshold``); a category's metrics are means over its phrasings
   neither a hit nor a false alarm.
 
 Fusion baseline (no field): every training frame's stored 2D embeddings are back-projected with the
-frame's ground-truth depth and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
+frame's depth (the scene's own: exact, or a sensor's with ``make-scene --sensor rgbd``; a scene without
+depth, ``--sensor rgb`` or a phone capture, uses the field's geometry instead: its exported points
+z-buffered into each frame, so the baseline fuses the 2D embeddings onto the geometry the field found)
+and fused into a voxel map (``find3d.mapping.fusion``: unit embeddings
 averaged per ``DEFAULT_VOXEL`` voxel), the very code the live mapping node runs, so the baseline
 measures that node's map. The map is written as an export (``OUT/fusion/``) and evaluated by exactly
 the same code.
@@ -185,6 +191,7 @@ def evaluate(field: Any, scene: Scene, embeddings: dict[str, Any], threshold: fl
         per_category[category] = {
             "iou": float(np.mean([r["iou"] for r in rows])),
             "iou_per_phrasing": [r["iou"] for r in rows],
+            "selected_ratio": float(max(r["selected_ratio"] for r in rows)),
             "localisation": {"correct": sum(r["correct"] for r in rows), "views": sum(r["views"] for r in rows)},
             "found": [r["found"] for r in rows],
             **{f"{key}": float(np.mean([r[key] for r in rows])) for key in rows[0] if key.startswith("frame_")},
@@ -214,6 +221,8 @@ def _one_query(field: Any, scene: Scene, query: np.ndarray, negatives: np.ndarra
     chosen = np.zeros(len(field.points), bool)
     chosen[order] = True
     row: dict[str, Any] = {"iou": iou_per_category(chosen, scene, ids, match), "found": result.found}
+    # How many GT points the selection stands on, per GT point of the category (2: twice the object).
+    row["selected_ratio"] = int(chosen[match[match >= 0]].sum()) / max(int(np.isin(scene.gt_object, ids).sum()), 1)
     for name, ranked in rankings.items():
         seen = [bool(visible[paths[i]] & set(ids)) for i in ranked[:5]]
         prefix = "frame" if name == "visibility" else f"frame_{name}"
@@ -237,7 +246,8 @@ def _summary(per_category: dict[str, dict[str, Any]]) -> dict[str, float]:
     summary = {"miou": float(np.mean([r["iou"] for r in rows])) if rows else 0.0,
                "min_iou": float(min(r["iou"] for r in rows)) if rows else 0.0,
                "localisation_accuracy": correct / views if views else 0.0,
-               "present_found_share": float(np.mean(found)) if found else 0.0}
+               "present_found_share": float(np.mean(found)) if found else 0.0,
+               "max_selected_ratio": float(max(r["selected_ratio"] for r in rows)) if rows else 0.0}
     for key in (rows[0] if rows else {"frame_top1": 0, "frame_top5": 0}):
         if key.startswith("frame_"):
             summary[key] = float(np.mean([r[key] for r in rows])) if rows else 0.0
@@ -419,7 +429,8 @@ def target_summaries(report: dict[str, Any]) -> list[tuple[str, float | None, in
 
 # --------------------------------------------------------------------------------- fusion baseline
 def fusion_baseline(scene: Scene, field: Any, out: Path, voxel: float | None = None) -> Any:
-    """Fuse the stored 2D embeddings of the training frames with GT depth into a voxel map (module doc)."""
+    """Fuse the stored 2D embeddings of the training frames with their depth (or, without, the field's
+    geometry) into a voxel map (module doc)."""
     from find3d.field.embeddings import STORE_DIRNAME, EmbeddingStore
     from find3d.field.export import write_export
     from find3d.mapping.fusion import DEFAULT_VOXEL, VoxelMap
@@ -428,19 +439,21 @@ def fusion_baseline(scene: Scene, field: Any, out: Path, voxel: float | None = N
     store = EmbeddingStore.open(scene.root / STORE_DIRNAME)
     fused = VoxelMap(store.meta.dim, DEFAULT_VOXEL if voxel is None else voxel)
     for path in scene.transforms.get("train_filenames", []):
-        fused.integrate(frame_samples(scene, store, path))
+        fused.integrate(frame_samples(scene, store, path, field))
     if len(fused) == 0:
         raise DataError(f"{scene.root}: no training view has depth; regenerate the scene.")
     write_export(out, fused.points(), fused.colors(), fused.features(), np.asarray(store.image_vectors),
                  field.frames, code_dim=0, segments=fused.segments(),
                  extra={"scene": str(scene.root.resolve()), "checkpoint": store.meta.checkpoint,
                         "voxel": fused.voxel,
-                        "method": "fusion baseline: stored 2D embeddings fused with GT depth (find3d.mapping)"})
+                        "method": "fusion baseline: stored 2D embeddings fused with the frames' depth, or "
+                                  "the field's geometry where they have none (find3d.mapping)"})
     return Field.load(out)
 
 
-def frame_samples(scene: Scene, store: Any, path: str) -> Any:
-    """One training frame's embedding cells back-projected with its GT depth (``find3d.mapping.fusion``)."""
+def frame_samples(scene: Scene, store: Any, path: str, field: Any | None = None) -> Any:
+    """One training frame's embedding cells back-projected with its depth (``find3d.mapping.fusion``), or
+    with ``field``'s geometry where the frame has no depth map."""
     from PIL import Image
 
     from find3d.fileio import load_image
@@ -448,11 +461,35 @@ def frame_samples(scene: Scene, store: Any, path: str) -> Any:
     from find3d.mapping.fusion import cell_samples
 
     frame = scene.frame(path)
-    depth = np.asarray(Image.open(scene.root / frame["depth_file_path"])).astype(np.float64) / 1000.0
-    camera = Intrinsics.from_transforms(scene.transforms)
+    camera = Intrinsics.from_transforms({**scene.transforms, **frame})  # per-frame intrinsics win
     index = store.index_of(path)
-    return cell_samples(store.frame_features(index), depth, camera, np.asarray(frame["transform_matrix"]),
-                        load_image(scene.root / path), segments=store.frame_segments(index))
+    features = store.frame_features(index)
+    if "depth_file_path" in frame:
+        depth = np.asarray(Image.open(scene.root / frame["depth_file_path"])).astype(np.float64) / 1000.0
+    elif field is not None:
+        depth = geometry_depth(field, path, (camera.height, camera.width), features.shape[:2])
+    else:
+        raise DataError(f"{scene.root}: frame {path} has no depth map and no field gives it geometry; pass the "
+                        "field exported from this scene.")
+    return cell_samples(features, depth, camera, np.asarray(frame["transform_matrix"]), load_image(scene.root / path),
+                        segments=store.frame_segments(index))
+
+
+def geometry_depth(field: Any, path: str, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
+    """(H, W) z-depth of ``field``'s points seen from frame ``path``: the nearest point in each of the
+    (h, w) ``cells`` (an embedding map's grid), 0 where no point falls."""
+    from find3d.query.render import project_points
+
+    index = next(i for i, entry in enumerate(field.frames) if entry["file_path"] == path)
+    hit = field.frame(index)
+    uv, z = project_points(field.points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+    row = np.floor(uv[:, 1] * cells[0] / shape[0]).astype(np.int64)
+    col = np.floor(uv[:, 0] * cells[1] / shape[1]).astype(np.int64)
+    inside = (z > 0) & (row >= 0) & (row < cells[0]) & (col >= 0) & (col < cells[1])
+    zbuffer = np.full(cells[0] * cells[1], np.inf)
+    np.minimum.at(zbuffer, row[inside] * cells[1] + col[inside], z[inside])
+    zbuffer = np.where(np.isfinite(zbuffer), zbuffer, 0.0).reshape(cells)
+    return zbuffer[np.arange(shape[0]) * cells[0] // shape[0]][:, np.arange(shape[1]) * cells[1] // shape[1]]
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -54,6 +54,8 @@ NEGATIVE_SETS = 8  # sets of negatives whose per-point nearest cosine a field ke
 TEMPERATURE = 10.0  # LERF's softmax temperature
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")  # LERF's negatives (explicit opt-in)
 SAME_CLASS_COSINE = 0.9  # a vocabulary class this close to the query is the query, not a negative
+NEAREST_CLASS_COSINE = 0.8  # the query's nearest class is its own from this cosine up ("the red mug": 0.895)...
+NEAREST_CLASS_MARGIN = 0.1  # ...when it leads the second nearest by this much ("the laptop": cube 0.787, +0.095)
 #: least relevancy of a query's best instance for the query to count as found (``Field.query``): calibrated on
 #: held-out scenes so that present and absent objects are told apart equally well (bench/calibrate_absent.py,
 #: bench/results/absent.md)
@@ -750,16 +752,23 @@ def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray
     selected 147706 of 147706 points). Its class embeddings are what its pixel embeddings were trained
     to match, so "relevancy >= 0.5" becomes "closer to the query than to any other known class" — a
     threshold that means something. The query's own classes are the vocabulary entries within
-    ``SAME_CLASS_COSINE`` of it ("the red mug", "the cup": mug). A query no class is that close to
-    ("the laptop") keeps every class as a negative, so an instance of the nearest known class (the
-    toy car) is not taken for it: the query is then found only where something matches it better than
-    anything the interface knows, which for a thing it never learnt is nowhere.
+    ``SAME_CLASS_COSINE`` of it ("the cup": mug), and its nearest entry when that one is close
+    (``NEAREST_CLASS_COSINE``) and clearly nearer than the next (``NEAREST_CLASS_MARGIN``): "the red
+    mug", "a small toy duck", "the big red ceramic coffee mug on the left". A query that is near no class
+    in particular ("the laptop": cube 0.787, teddy bear 0.693) keeps every class as a negative, so an
+    instance of a known class is not taken for it: the query is then found only where something matches
+    it better than anything the interface knows, which for a thing it never learnt is nowhere.
     """
     query = np.asarray(query_vector, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
     vectors = interface.vocabulary_vectors()
-    keep = vectors @ query < SAME_CLASS_COSINE
-    return vectors[keep] if keep.any() else None
+    similarity = vectors @ query
+    own = similarity >= SAME_CLASS_COSINE
+    nearest, second = np.argsort(-similarity)[:2] if len(similarity) > 1 else (0, 0)
+    if similarity[nearest] >= NEAREST_CLASS_COSINE and similarity[nearest] - similarity[second] >= \
+            NEAREST_CLASS_MARGIN:
+        own[nearest] = True
+    return vectors[~own] if not own.all() else None
 
 
 def nearest_class(interface: Any, vector: np.ndarray) -> str:

@@ -44,13 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="FIND interface checkpoint (default: the one embed-frames used, from meta.json)")
     parser.add_argument("--threshold", type=validate.cli(validate.number, low=0.0, high=1.0), default=0.5,
-                        help="least relevancy of a selected segment (or point, with --points), in [0, 1]")
+                        help="least relevancy of a selected instance (or point, with --points), in [0, 1]")
     parser.add_argument("--acceptance", type=validate.cli(validate.number, low=0.0, high=1.0), default=ACCEPTANCE,
                         help="least relevancy of the best instance for the query to count as found; below it "
                              f"the answer is 'not found' (default {ACCEPTANCE}: calibrated for the packaged "
                              "interface, bench/results/absent.md)")
     parser.add_argument("--points", action="store_true",
-                        help="select single points at relevancy >= --threshold instead of whole 3D segments")
+                        help="select single points at relevancy >= --threshold instead of whole 3D instances")
     parser.add_argument("--top-k", type=validate.cli(validate.integer, minimum=0), default=3,
                         help="best frames to report and draw (0: none)")
     parser.add_argument("--negatives", nargs="*", default=None,

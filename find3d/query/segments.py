@@ -6,18 +6,27 @@ segments every frame (generic / panoptic segmentation, one of its six tasks), an
 objects meet, most views show the boundary: one mask ends and another begins. So a field is cut once,
 without looking at any query, in the spirit of MaskClustering's view consensus:
 
-1. *Nodes*: the points fall into ``voxel``-sized cells (a live map's own voxels are its nodes); each
+1. *Nodes*: the points fall into ``voxel``-sized cells (by default 1 cm, or 1.5 times the points'
+   median spacing in a sparser export, so that neighbouring points' cells touch, up to 3 cm; a live
+   map's own voxels are its nodes); each
    node carries its points' mean embedding and, per frame that sees it, the 2D mask most of its
    points fall in (``MaskVotes.observe``; frames' masks are ``find3d.field.embeddings``' ``segments``).
 2. *Support planes*: the largest plane (RANSAC: ``RANSAC_TRIALS`` random triples of node centres,
    inliers within ``plane_distance``, refit by least squares) is cut off while it holds at least
    ``min_plane_share`` of the points, at most ``max_planes`` times: the table top, the floor, a wall.
    Objects stand on planes, so this boundary needs no mask at all.
-3. *View consensus*: two touching nodes (26-neighbourhood) are split when, among the frames whose
-   masks saw both (at least ``min_views``), fewer than ``agreement`` put them in the same mask, or when
-   their embeddings disagree (cosine < ``feature_cosine``); every other touching pair joins (an edge
-   seen by fewer views carries no evidence either way). Without masks (``votes=None``) every touching
-   pair joins: the connected pieces of old.
+3. *View consensus*, in two steps (``MaskVotes`` holds, per pair of touching nodes, in how many frames a
+   mask saw both and in how many one mask held both):
+   - *fragments*: touching nodes join where the masks confirm it (one mask in at least
+     ``STRICT_AGREEMENT`` of at least ``min_views`` views) and their colours agree (CIELAB distance
+     up to ``colour_distance``, lightness discounted: shading is not a border);
+   - *merging*: touching fragments join when, summed over their whole shared border, at least
+     ``agreement`` of the views put both sides in one mask (average linkage: a few views that merged
+     two objects in 2D cannot bridge them); fragments of clearly different colour need
+     ``STRICT_AGREEMENT_COLOUR`` (a painted toy stays whole, two touching twins of different colours
+     stay two). Mutual best pairs merge first, round after round.
+   Nodes whose embeddings disagree (cosine < ``feature_cosine``) never join. Without masks (``votes=None``,
+   or masks that never held two touching nodes) every touching pair joins: the connected pieces of old.
 4. *Speckle*: pieces whose surface is under ``min_area`` (counted in nodes of ``voxel`` squared) join
    the touching piece they share most edges with (a node the masks never saw belongs with its
    neighbours, a small piece one mask cut off belongs with its object); what touches nothing becomes
@@ -32,7 +41,7 @@ Deterministic: the RANSAC draws come from a generator seeded with ``SEED``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +57,9 @@ KEY_OFFSET = 1 << (KEY_BITS - 1)
 # 13 of the 26 neighbour offsets: each touching pair of cells is found once, from its lower key.
 HALF_NEIGHBOURHOOD = np.array([(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)
                                if (dx, dy, dz) > (0, 0, 0)], dtype=np.int64)
+MIN_VOXEL = 0.01  # m: the finest node size (a tabletop object is then several nodes across)
+MAX_VOXEL = 0.03  # m: the coarsest (a cell as large as a small object holds no object's shape)
+SPACING_FACTOR = 1.5  # node size / median point spacing of a sparse export: neighbours' cells then touch
 STRICT_AGREEMENT = 0.9  # edges the masks confirm this clearly join without a vote of their fragments' borders
 LIGHTNESS_WEIGHT = 0.3  # share of a CIELAB lightness difference that counts towards a colour difference
 STRICT_AGREEMENT_COLOUR = 0.9  # border agreement that merges fragments of different colour (a painted toy)
@@ -64,7 +76,7 @@ class SegmentParameters:
     plane_distance: float = 0.008  # m: a plane's inliers; thin enough to leave a mug's base with the mug
     min_plane_share: float = 0.1  # least share of all points a support plane holds
     max_planes: int = 3  # table, floor, one wall
-    voxel: float = 0.01  # m: node size of the consensus graph
+    voxel: float | None = None  # m: node size of the consensus graph; None: ``node_voxel`` of the points
     min_views: int = 2  # least frames that saw both ends of an edge in a mask, for the edge to count
     agreement: float = 0.5  # least share of those frames that put both ends in one mask
     feature_cosine: float = 0.0  # least cosine of two joined nodes' mean embeddings (-1: off)
@@ -74,6 +86,8 @@ class SegmentParameters:
     def __post_init__(self) -> None:
         for name in ("plane_distance", "voxel"):
             value = getattr(self, name)
+            if value is None and name == "voxel":
+                continue
             if not (np.isfinite(value) and value > 0):
                 raise InputError(f"segments: {name}={value}; pass a positive length in metres.")
         if not 0 < self.min_plane_share <= 1 or not 0 <= self.agreement <= 1 or not -1 <= self.feature_cosine <= 1:
@@ -172,6 +186,8 @@ def segment_points(points: np.ndarray, parameters: SegmentParameters = SegmentPa
     """
     xyz = np.asarray(points, dtype=np.float64)
     labels = np.full(len(xyz), -1, dtype=np.int32)
+    if parameters.voxel is None:
+        parameters = replace(parameters, voxel=node_voxel(xyz))
     keys, inside = cell_keys(xyz, parameters.voxel)
     if not len(keys):
         return labels
@@ -196,6 +212,20 @@ def segment_points(points: np.ndarray, parameters: SegmentParameters = SegmentPa
     labels[inside] = segment_nodes(node_keys, centres, weights, parameters, node_features, votes,
                                    colors=node_colors)[node_of]
     return labels
+
+
+def node_voxel(xyz: np.ndarray) -> float:
+    """The node size for points ``xyz``: ``SPACING_FACTOR`` times their median distance to the nearest other point
+    (from a sample of at most ``RANSAC_SAMPLE`` points), within [``MIN_VOXEL``, ``MAX_VOXEL``]: points farther
+    apart than that hold no object together, and are answered one by one."""
+    from scipy.spatial import cKDTree
+
+    finite = xyz[np.all(np.isfinite(xyz), axis=1)]
+    if len(finite) < 2:
+        return MIN_VOXEL
+    sample = finite[np.random.default_rng(SEED).choice(len(finite), min(len(finite), RANSAC_SAMPLE), replace=False)]
+    spacing = float(np.median(cKDTree(finite).query(sample, k=2)[0][:, 1]))
+    return float(np.clip(SPACING_FACTOR * spacing, MIN_VOXEL, MAX_VOXEL))
 
 
 def mask_observations(points: np.ndarray, frames: list[dict[str, Any]],
@@ -237,10 +267,11 @@ def segment_nodes(keys: np.ndarray, centres: np.ndarray, weights: np.ndarray,
     if features is not None and parameters.feature_cosine > -1:
         tested = np.flatnonzero(join & objects)  # the test only ever cuts an edge between two objects' nodes
         join[tested] = _edge_cosines(features, rows[i[tested]], rows[j[tested]]) >= parameters.feature_cosine
-    if votes is None:
+    seen = None if votes is None else votes.seen[rows[i], k]
+    if seen is None or not seen.any():  # no mask saw two touching nodes: geometry alone decides
         pieces = _components(n, i[join], j[join])
     else:
-        seen, same = votes.seen[rows[i], k], votes.same[rows[i], k]
+        same = votes.same[rows[i], k]
         # fragments: only edges the masks confirm; the rest is decided between whole fragments below
         sure = (seen >= parameters.min_views) & (same >= STRICT_AGREEMENT * seen)
         if colors is not None:  # and a colour edge is a border until the fragments' vote says otherwise
