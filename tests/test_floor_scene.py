@@ -41,3 +41,14 @@ def test_a_floor_of_rooms(tmp_path: Path) -> None:
         instances = np.asarray(Image.open(out / frames[index]["instance_path"]))
         assert (instances == table_of[room]).mean() > 0.02, (index, room)
     assert np.all(np.abs(np.diff(np.array(room_centres(8)), axis=0)).sum(axis=1) == ROOM)  # neighbours, a room apart
+
+
+def test_a_floor_as_a_phone_captures_it(tmp_path: Path) -> None:
+    """--rooms goes with --sensor: a phone's floor has JPEGs and no depth, ground truth stays exact."""
+    out = tmp_path / "floor"
+    assert main(["make-scene", "--out", str(out), "--rooms", "2", "--views", "4", "--heldout", "0",
+                 "--size", "48", "--seed", "4", "--sensor", "rgb", "--pose-noise", "0.002"]) == 0
+    frames = json.loads((out / "transforms.json").read_text())["frames"]
+    assert len(frames) == 5 and [f["room"] for f in frames] == [0, 0, 1, 1, 1]  # the view between looks ahead
+    assert all(f["file_path"].endswith(".jpg") and "depth_file_path" not in f for f in frames)
+    assert not (out / "depths").exists() and (out / "ground_truth" / "points.npz").is_file()

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from find3d.data.engine.catalog import TABLE_TOP_Z
 from find3d.data.engine.clutter import compose_clutter
@@ -102,12 +101,7 @@ class FloorBuilder(SceneBuilder):
             for wall in self._walls(cx, cy):
                 self._dress(wall, room_spec.wall)
                 bodies[wall], room_of[wall] = "wall", room
-        placed: list[int] = []
-        for index, obj in enumerate(spec.objects):
-            body = self._place(obj)
-            if obj.contact is not None:
-                self._settle(body, obj.contact, placed[obj.contact.partner])
-            placed.append(body)
+        for index, body in enumerate(self._place_objects(spec.objects)):
             bodies[body], room_of[body] = index, object_rooms[index]
         return bodies, room_of
 
@@ -158,7 +152,7 @@ def make_floor(out: Path, seed: int, rooms: int, views: int, heldout: int, size:
     """Render the floor into ``out`` (prepared by ``make_scene``) as ``sensor`` delivers it (``make_scene``'s
     arguments); same returns as ``make_scene``."""
     from find3d.data.engine.sensor import Sensor
-    from find3d.data.make_scene import _object_table, _write_frame, _write_ground_truth, backproject, voxel_dedup
+    from find3d.data.make_scene import _object_table, _write_ground_truth, render_views, write_transforms
 
     specs = compose_floor(seed, rooms, repeat, clutter)
     centres = room_centres(rooms)
@@ -171,27 +165,12 @@ def make_floor(out: Path, seed: int, rooms: int, views: int, heldout: int, size:
         object_ids, objects = _object_table(spec, bodies)
         for body, object_id in object_ids.items():
             objects[str(object_id)]["room"] = room_of[body]
-        surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
-        frames, points, labels = [], [], []
-        for index, camera in enumerate(tqdm(cameras, desc="make-scene --rooms", unit="view", disable=None)):
-            rendered = builder.render(camera, spec.light, size, size)
-            frame, instance = _write_frame(out, index, rendered, object_ids, camera, camera_model)
-            frames.append({**frame, "room": looks_at[index]})
-            xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
-            keep = np.isin(instance, surveyed)
-            points.append(xyz[keep])
-            labels.append(instance[keep].astype(np.int32))
+        frames, xyz, object_id = render_views(out, builder, spec.light, cameras, size, object_ids, objects,
+                                              camera_model, "make-scene --rooms")
     finally:
         builder.close()
-    focal = cameras[0].focal_px(size)
-    names = [f["file_path"] for f in frames]
-    train = [n for n, held in zip(names, is_heldout) if not held]
-    held = [n for n, h in zip(names, is_heldout) if h] or train
-    atomic_write_json(out / "transforms.json", {
-        "camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size,
-        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0,
-        "frames": frames, "train_filenames": train, "val_filenames": held, "test_filenames": held})
-    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
+    frames = [{**frame, "room": room} for frame, room in zip(frames, looks_at)]
+    write_transforms(out, frames, is_heldout, cameras[0].focal_px(size), size)
     _write_ground_truth(out, seed, objects, xyz, object_id)
     truth = read_json(out / "ground_truth" / "objects.json")
     truth["rooms"] = [{"centre": list(centre), "bounds": [centre[0] - ROOM / 2, centre[1] - ROOM / 2,

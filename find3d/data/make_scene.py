@@ -124,20 +124,37 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     try:
         bodies = builder.build(spec)
         object_ids, objects = _object_table(spec, bodies)
-        # Things and the table only: floor and wall would swamp the point set with ~1M background points.
-        surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
-        frames, points, labels = [], [], []
-        for index, camera in enumerate(tqdm(cameras, desc="make-scene", unit="view", disable=None)):
-            rendered = builder.render(camera, spec.light, size, size)
-            frame, instance = _write_frame(out, index, rendered, object_ids, camera, camera_model)
-            frames.append(frame)
-            xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
-            keep = np.isin(instance, surveyed)
-            points.append(xyz[keep])
-            labels.append(instance[keep].astype(np.int32))
+        frames, xyz, object_id = render_views(out, builder, spec.light, cameras, size, object_ids, objects,
+                                              camera_model, "make-scene")
     finally:
         builder.close()
-    focal = cameras[0].focal_px(size)
+    write_transforms(out, frames, is_heldout, cameras[0].focal_px(size), size)
+    _write_ground_truth(out, seed, objects, xyz, object_id)
+    return {"frames": len(frames), "points": len(xyz)}
+
+
+def render_views(out: Path, builder: Any, light: Any, cameras: list[Camera], size: int, object_ids: dict[int, int],
+                 objects: dict[str, dict], sensor: Sensor, desc: str) -> tuple[list[dict[str, Any]], np.ndarray,
+                                                                            np.ndarray]:
+    """Render and write every view (``_write_frame``); returns (transforms.json frames, the ground-truth points
+    (voxel-deduplicated) and their object ids) of the things and the table the views saw."""
+    # Things and the table only: floor and wall would swamp the point set with ~1M background points.
+    surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
+    frames, points, labels = [], [], []
+    for index, camera in enumerate(tqdm(cameras, desc=desc, unit="view", disable=None)):
+        rendered = builder.render(camera, light, size, size)
+        frame, instance = _write_frame(out, index, rendered, object_ids, camera, sensor)
+        frames.append(frame)
+        xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
+        keep = np.isin(instance, surveyed)
+        points.append(xyz[keep])
+        labels.append(instance[keep].astype(np.int32))
+    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
+    return frames, xyz, object_id
+
+
+def write_transforms(out: Path, frames: list[dict[str, Any]], is_heldout: list[bool], focal: float, size: int) -> None:
+    """``transforms.json`` of the written ``frames`` (square OPENCV images, no distortion)."""
     names = [f["file_path"] for f in frames]
     train = [n for n, held in zip(names, is_heldout) if not held]
     held = [n for n, h in zip(names, is_heldout) if h] or train  # nerfstudio needs a non-empty eval split
@@ -147,9 +164,6 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
         "frames": frames, "train_filenames": train, "val_filenames": held, "test_filenames": held,
     }
     atomic_write_json(out / "transforms.json", transforms)
-    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
-    _write_ground_truth(out, seed, objects, xyz, object_id)
-    return {"frames": len(frames), "points": len(xyz)}
 
 
 def repeat_categories(spec: SceneSpec, rng: np.random.Generator, count: int = 2) -> SceneSpec:
