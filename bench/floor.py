@@ -29,13 +29,12 @@ import argparse
 import math
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maps import ROOT, as_field, cameras, fuse, interface, open_scene, prepare, score
+from maps import ROOT, WORK_HELP, as_field, cameras, fuse, open_scene, prepare, score, session
 from memory import peak_extra_mib
 
 RESULTS = ROOT / "bench" / "results" / "floor.md"
@@ -227,14 +226,9 @@ def main() -> None:
     parser.add_argument("--growth-seed", type=int, default=203)
     parser.add_argument("--views-per-room", type=int, default=10)
     parser.add_argument("--max-voxels", type=int, default=100_000, help="voxels in memory, growth floors")
-    parser.add_argument("--work", type=Path, default=None, help="scenes folder to reuse (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None, help=WORK_HELP)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    model = interface()
-    with tempfile.TemporaryDirectory() as folder:
-        work = args.work or Path(folder)
+    with session(args.work) as (work, model):
         qualities = {seed: quality(seed, args.rooms, args.views_per_room, work, model) for seed in args.quality_seeds}
         growths = {rooms: growth(args.growth_seed, rooms, args.views_per_room, args.max_voxels, work, model)
                    for rooms in args.growth}

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maps import ROOT, as_field, fuse, interface, open_scene, prepare, score
+from maps import ROOT, WORK_HELP, as_field, fuse, open_scene, prepare, score, session
 
 RESULTS = ROOT / "bench" / "results" / "map_storage.md"
 SEEDS = (101, 102, 103)
@@ -92,14 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--basis-seed", type=int, default=100, help="scene whose map fits 'pca-32, other scene'")
-    parser.add_argument("--work", type=Path, default=None, help="scenes folder to reuse (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None, help=WORK_HELP)
     args = parser.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
-    model = interface()
-    with tempfile.TemporaryDirectory() as folder:
-        work = args.work or Path(folder)
+    with session(args.work) as (work, model):
         from find3d.field.embeddings import fit_pca
 
         features = fused(args.basis_seed, work)[2].features()

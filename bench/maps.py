@@ -5,6 +5,9 @@ embeddings and masks), turned into a ``Field``, and scored by eval-3d's own metr
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,17 @@ def interface() -> Any:
     from find3d import Interface
 
     return Interface.from_checkpoint(INTERFACE, device="cpu")
+
+
+WORK_HELP = "scenes folder to reuse (default: a temporary one)"  # a map benchmark's --work
+
+
+@contextmanager
+def session(work: Path | None) -> Iterator[tuple[Path, Any]]:
+    """(``work``, or a temporary folder while the block runs; the packaged interface) of a map benchmark's run,
+    on one torch thread (as a map runs beside a robot's other processes)."""
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        yield work or Path(folder), interface()

@@ -33,13 +33,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maps import ROOT, cameras, fuse, interface, open_scene, prepare
+from maps import ROOT, WORK_HELP, cameras, fuse, open_scene, prepare, session
 
 RESULTS = ROOT / "bench" / "results" / "scale.md"
 FLOOR_SPACING = (16.0, 8.0)  # m between copies of the floor (3 rooms of 4 m in a row)
@@ -307,19 +306,14 @@ def main() -> None:
     parser.add_argument("--voxels", type=int, default=10_000_000)
     parser.add_argument("--frames", type=int, default=10_000)
     parser.add_argument("--max-voxels", type=int, default=500_000, help="voxels in memory")
-    parser.add_argument("--work", type=Path, default=None, help="folder for the scene and the map (default: temporary)")
+    parser.add_argument("--work", type=Path, default=None, help=WORK_HELP)
     parser.add_argument("--load", type=Path, default=None, help=argparse.SUPPRESS)  # fresh_load's child
     parser.add_argument("--queries", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load is not None:
         load_and_query(args.load, args.queries)
         return
-    import torch
-
-    torch.set_num_threads(1)
-    model = interface()
-    with tempfile.TemporaryDirectory() as folder:
-        work = args.work or Path(folder)
+    with session(args.work) as (work, model):
         scene, samples, frames, per_pass = drive(work)
         distinct = distinct_voxels(samples, math.ceil(args.voxels / per_pass))
         live, record = build(args, work, samples, frames, per_pass)
