@@ -15,6 +15,7 @@ position and colour sums, sample count, last-seen tick and the 2 x 13 mask-vote 
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 import uuid
@@ -85,6 +86,17 @@ def open_run(folder: Path, count: int, dim: int) -> dict[str, np.ndarray]:
     return arrays
 
 
+def release(arrays: dict[str, np.ndarray]) -> None:
+    """Unmap the pages of a run's rows (keys excepted) this process has read: they stay in the page cache, the
+    kernel's to keep or reclaim. Rows taken back are copies in the map by then, and the pages the kernel maps
+    in around each one (fault-around, read-ahead) would otherwise stay in the process's resident memory: at 2M
+    voxels of bench/scale.py's drive, 105 MiB of mapped files with this, 445 MiB without."""
+    for name, array in arrays.items():
+        mapped = getattr(array, "_mmap", None)  # np.memmap's mapping (np.load(mmap_mode="r"))
+        if name != "keys" and mapped is not None:
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+
 @dataclass
 class Run:
     """One spilled run: its name (folder under ``runs/``), memory-mapped arrays and which rows are still its."""
@@ -149,6 +161,7 @@ class ColdStore:
         parts = [decode_rows(run.arrays, rows) for run, _, rows in where]
         for run, _, rows in where:
             run.alive[rows] = False
+            release(run.arrays)
         return found, {name: np.concatenate([p[name] for p in parts])[order] for name in ROW_FIELDS}
 
     def parts(self) -> Iterator[tuple[Run, np.ndarray]]:
