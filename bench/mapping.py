@@ -19,8 +19,11 @@ cores). Prints markdown tables and writes them to ``bench/results/mapping.md``.
   dropped, never queued.
 - Query: ``answer()`` on the live map after the keyframe run; the first query after the map changed
   also builds the map's ``Field`` snapshot and the keyframes' visibility.
+- With the map on disk: the same keyframe run with at most ``SPILL_VOXELS`` voxels in memory, so that
+  every keyframe spills (``when_full: spill``, into a temporary folder) and takes back voxels it sees again.
 - Memory: the scene's real samples (its first views' embeddings and depth) shifted 1 m further per
-  frame, as a robot driving on through new ground, into a map of the default bound (voxels, MiB held).
+  frame, as a robot driving on through new ground, into two maps of the default bound: one spilling to
+  disk (voxels, in memory, MiB held, MiB on disk), one evicting (voxels kept, evicted).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "mapping.md"
 CHECKPOINT = ROOT / "outputs" / "interface-cpu" / "checkpoints" / "last.pt"
 MEMORY_FRAMES = (1, 10, 25, 50, 100, 200, 400)
+SPILL_VOXELS = 5000  # voxels in memory for the keyframe run with the map on disk: every keyframe spills
 
 
 def default_checkpoint(work: Path) -> Path:
@@ -57,30 +61,16 @@ def default_checkpoint(work: Path) -> Path:
     return train_interface(config) / "checkpoints" / "last.pt"
 
 
-def scene_frames(scene: Path) -> list:
-    from PIL import Image
-
-    from find3d.fileio import read_json
-    from find3d.ingest.camera import Intrinsics
-    from find3d.mapping.mapper import Frame
-
-    meta = read_json(scene / "transforms.json")
-    camera = Intrinsics.from_transforms(meta)
-    frames = []
-    for entry in meta["frames"]:
-        rgb = np.asarray(Image.open(scene / entry["file_path"]).convert("RGB"))
-        depth = np.asarray(Image.open(scene / entry["depth_file_path"]))
-        frames.append(Frame(rgb, depth, camera, np.asarray(entry["transform_matrix"])))
-    return frames
-
-
-def keyframe_run(interface, frames: list, work: Path) -> tuple[list, dict]:
+def keyframe_run(interface, frames: list, work: Path, max_voxels: int | None = None) -> tuple[list, dict]:
     """Each frame offered once the previous is fused; returns the timings and the final stats."""
+    from find3d.mapping.fusion import DEFAULT_MAX_VOXELS
     from find3d.mapping.mapper import Mapper, MappingConfig
     from find3d.mapping.record import SceneRecorder
 
-    mapper = Mapper(interface, MappingConfig(min_translation=0.0, min_rotation=0.0, blur_ratio=0.0),
-                    SceneRecorder(work / "recorded"))
+    config = MappingConfig(min_translation=0.0, min_rotation=0.0, blur_ratio=0.0,
+                           max_voxels=max_voxels or DEFAULT_MAX_VOXELS)
+    shutil.rmtree(work / "recorded", ignore_errors=True)
+    mapper = Mapper(interface, config, SceneRecorder(work / "recorded"))
     timings = []
     for frame in frames:
         frame.received = time.perf_counter()
@@ -88,8 +78,9 @@ def keyframe_run(interface, frames: list, work: Path) -> tuple[list, dict]:
         assert mapper.wait_idle(120)
         timings.append(mapper.timings[-1])
     stats = mapper.stats()
+    queries = query_times(interface, mapper.map)
     mapper.close()
-    return timings[1:], stats, query_times(interface, mapper.map)
+    return timings[1:], stats, queries
 
 
 def query_times(interface, live) -> tuple[float, float]:
@@ -127,21 +118,25 @@ def stream_run(interface, frames: list, seconds: float, rate: float = 30.0) -> t
     return stats, wall
 
 
-def memory_rows(interface, frames: list, dim: int) -> list[tuple[int, int, float]]:
-    """(frames, voxels, MiB held) of a default-bound map fed ever new ground (module docstring)."""
+def memory_rows(interface, frames: list, dim: int, work: Path) -> list[tuple]:
+    """(frames, spilling map: voxels, in memory, MiB, MiB on disk; evicting map: voxels, evicted, MiB) of two
+    default-bound maps fed ever new ground (module docstring)."""
+    from find3d.mapping.cold import ColdStore
     from find3d.mapping.fusion import VoxelMap, cell_samples
 
     base = []
     for frame in frames[:4]:
         features = interface.embed_pixels(frame.rgb).features.numpy()
         base.append(cell_samples(features, frame.depth_mm / 1000.0, frame.camera, frame.c2w, frame.rgb))
-    fused, rows = VoxelMap(dim), []
+    spilling, evicting, rows = VoxelMap(dim, cold=ColdStore(work / "spilled", dim)), VoxelMap(dim), []
     for index in range(1, max(MEMORY_FRAMES) + 1):
         samples = base[index % len(base)]
-        shifted = samples.xyz + np.array([1.0 * index, 0.0, 0.0])
-        fused.integrate(type(samples)(shifted, samples.features, samples.colors))
+        shifted = type(samples)(samples.xyz + np.array([1.0 * index, 0.0, 0.0]), samples.features, samples.colors)
+        spilling.integrate(shifted)
+        evicting.integrate(shifted)
         if index in MEMORY_FRAMES:
-            rows.append((index, len(fused), fused.nbytes / 2**20))
+            rows.append((index, len(spilling), spilling.count, spilling.nbytes / 2**20,
+                         spilling.cold.disk_bytes() / 2**20, len(evicting), evicting.evicted, evicting.nbytes / 2**20))
     return rows
 
 
@@ -150,6 +145,7 @@ def main() -> None:
     from find3d.data.make_scene import make_scene
     from find3d.fileio import atomic_write_text
     from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, bound_bytes
+    from find3d.mapping.mapper import scene_frames
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="FIND interface checkpoint")
@@ -172,8 +168,11 @@ def main() -> None:
         frames = scene_frames(work / "scene")
         grid = tuple(interface.embed_pixels(frames[0].rgb).features.shape)
         timings, stats, (first_query, query) = keyframe_run(interface, frames, work)
+        disk_timings, disk_stats, (disk_first, disk_query) = keyframe_run(interface, frames, work, SPILL_VOXELS)
         stream, wall = stream_run(interface, frames, args.stream_seconds)
-        memory = memory_rows(interface, frames, interface.dim)
+        memory = memory_rows(interface, frames, interface.dim, work)
+    disk_latency = statistics.median(t.latency for t in disk_timings)
+    disk_fusion = statistics.median(t.latency - t.embed - t.record for t in disk_timings)
     latency = statistics.median(t.latency for t in timings)
     embed = statistics.median(t.embed for t in timings)
     record = statistics.median(t.record for t in timings)
@@ -189,20 +188,32 @@ def main() -> None:
         f"| map after {len(frames)} views | {stats['voxels']} voxels, {stats['map_bytes'] / 2**20:.1f} MiB |",
         f"| query on it (answer(), text + 4 negatives): first after an update / again | {1e3 * first_query:.0f} ms / "
         f"{1e3 * query:.0f} ms |",
+        f"| with the map on disk (at most {SPILL_VOXELS} voxels in memory): keyframes embedded and fused per second | "
+        f"{1.0 / disk_latency:.2f} ({disk_latency / latency:.2f}x the latency in memory) |",
+        f"| of which back-projection, fusion and spilling | {1e3 * disk_fusion:.0f} ms |",
+        f"| map after {len(frames)} views, on disk | {disk_stats['voxels']} voxels ({disk_stats['in_memory']} in "
+        f"memory, {disk_stats['spilled']} spilled in all, {disk_stats['disk_bytes'] / 2**20:.1f} MiB on disk), "
+        f"{disk_stats['evicted']} evicted |",
+        f"| query on it: first after an update (its field written to disk) / again | {1e3 * disk_first:.0f} ms / "
+        f"{1e3 * disk_query:.0f} ms |",
     ]
     bound = bound_bytes(interface.dim, DEFAULT_MAX_VOXELS) / 2**20
-    memory_table = ["| frames fused | voxels | map memory (MiB) |", "|---:|---:|---:|",
-                    *[f"| {n} | {voxels} | {mib:.1f} |" for n, voxels, mib in memory]]
+    memory_table = ["| frames fused | spilling: voxels | in memory | memory (MiB) | on disk (MiB) | evicting: voxels "
+                    "| evicted | memory (MiB) |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                    *["| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in row) + " |"
+                      for row in memory]]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     report = "\n".join([
         "# Live mapping benchmark", "",
         f"Scene: make-scene seed 0, {len(frames)} views at {args.size}x{args.size} px (RGB-D); pixel embeddings "
         f"{grid[0]}x{grid[1]}x{grid[2]} per keyframe (stride 4 of the interface's canvas); map voxels "
-        f"{100 * DEFAULT_VOXEL:g} cm, at most {DEFAULT_MAX_VOXELS} (bound {bound:.0f} MiB at D = {interface.dim}). "
+        f"{100 * DEFAULT_VOXEL:g} cm, at most {DEFAULT_MAX_VOXELS} in memory (bound {bound:.0f} MiB at D = "
+        f"{interface.dim}). "
         f"Interface: {source}. One torch thread. Machine: {os.cpu_count()} CPU cores (load average at the end "
         f"{load}).", "",
         *rows, "",
-        "Map memory against frames, each frame new ground (a robot driving on), default bound:", "",
+        "Map memory against frames, each frame new ground (a robot driving on), default bound in memory; the "
+        "spilling map keeps every voxel, the evicting one forgets the oldest:", "",
         *memory_table, "",
     ])
     print(report)

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,8 +28,10 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success only."""
+def atomic_open(path: str | os.PathLike, mode: str = "wb", sync: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success only. ``sync``
+    False skips the fsync before the rename, for a writer that syncs later, before anything relies on the
+    file (``sync_files``): a kill still leaves the old file or the new one, a power cut may lose the new."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -38,7 +40,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -68,7 +71,7 @@ def atomic_folder(path: str | os.PathLike, carry: Callable[[str], bool] | None =
         if path.is_dir():
             for entry in path.iterdir():
                 if carry is not None and carry(entry.name):
-                    _link_into(entry, staging / entry.name)
+                    link_into(entry, staging / entry.name)
         _swap_in(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # after a swap: the old folder
@@ -97,8 +100,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _link_into(source: Path, target: Path) -> None:
-    """Hard-link a file or a folder tree (no data is copied; the old folder keeps its own links)."""
+def link_into(source: Path, target: Path) -> None:
+    """Hard-link a file or a folder tree at ``target`` (no data is copied; ``source`` keeps its own links);
+    copied where the file system has no hard links."""
     if source.is_dir() and not source.is_symlink():
         shutil.copytree(source, target, symlinks=True, copy_function=_link)
     else:
@@ -145,6 +149,16 @@ def _exchange(first: Path, second: Path) -> None:
     if renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), exchange) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def sync_files(paths: Iterable[str | os.PathLike]) -> None:
+    """fsync each file (cheap for one already on disk): what ``atomic_open(sync=False)`` deferred."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -20,8 +20,11 @@ Interfaces:
   so far, with their poses.
 - ``~/map`` (PointCloud2: x, y, z, rgb of every voxel), at ``map_rate`` Hz while the map changes.
 - ``/diagnostics`` (``diagnostic_msgs/DiagnosticArray``) and a log line, once a second: frames in,
-  keyframes, embedded, dropped (the embedder was behind), skipped by reason, voxels and memory,
-  latency image -> map update and the embedding's share.
+  keyframes, embedded, dropped (the embedder was behind), skipped by reason, voxels (in memory, spilled
+  to disk, evicted) and memory, latency image -> map update and the embedding's share.
+- ``map_file``: the map is loaded from it at start, spills there when memory is full, and is saved there
+  atomically every ``save_period`` seconds and at shutdown (``find3d.mapping.store``: a folder that is
+  also a field export, so ``find3d query --field`` and the query node answer from it).
 
 QoS: the sensor subscriptions are BEST_EFFORT + VOLATILE with a small depth (``sensor_queue``,
 REP-2003's sensor-data profile): a camera streams faster than a keyframe is embedded, a frame that
@@ -37,6 +40,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,8 +78,18 @@ class MappingNodeParameters(AnswerParameters):
     pose_tolerance: float = parameter("Seconds from a colour image to the nearest pose (interpolated between).",
                                       0.05, low=0.0, high=10.0, read_only=True)
     voxel: float = parameter("Voxel edge of the map, metres.", DEFAULT_VOXEL, low=1e-3, high=10.0, read_only=True)
-    max_voxels: int = parameter("Most voxels the map holds (bounds its memory); the longest-unseen go first.",
-                                DEFAULT_MAX_VOXELS, low=1, high=100_000_000, read_only=True)
+    max_voxels: int = parameter("Most voxels the map holds in memory (bounds its memory); beyond it the "
+                                "longest-unseen leave memory, as when_full says.", DEFAULT_MAX_VOXELS, low=1,
+                                high=100_000_000, read_only=True)
+    when_full: str = parameter("What happens to the voxels that leave memory: 'spill' (written to disk, into "
+                               "map_file or else a temporary folder, and read back when seen again: nothing is "
+                               "forgotten) or 'evict' (forgotten; each eviction is logged and counted).", "spill",
+                               read_only=True)
+    map_file: str = parameter("Folder the map is saved to (atomically: every save_period s and at shutdown) and "
+                              "loaded from at start, if it holds a saved map; find3d query --field and the query "
+                              "node read it as an export. Empty: the map is not saved.", "", read_only=True)
+    save_period: float = parameter("Seconds between saves of a changed map to map_file; 0: only at shutdown.", 60.0,
+                                   low=0.0, high=86400.0, read_only=True)
     max_depth: float = parameter("Depth readings farther than this (metres) are not fused.", 5.0, low=0.01,
                                  high=1000.0, read_only=True)
     min_translation: float = parameter("Metres the camera must move from the last keyframe (or turn min_rotation).",
@@ -133,11 +147,15 @@ class MappingNode:
             node.create_timer(1.0 / params.map_rate, self._publish_map, callback_group=timers)
         self._diagnostics = self._diagnostics_publisher()
         node.create_timer(1.0, self._report, callback_group=timers)
+        if params.map_file and params.save_period > 0:  # a group of its own: a long save delays no other timer
+            node.create_timer(params.save_period, self._save, callback_group=MutuallyExclusiveCallbackGroup())
+        saving = (f"; map file {params.map_file}" + (f" (loaded: {self.mapper.loaded} voxels)" if self.mapper.loaded
+                                                     else " (new)")) if params.map_file else ""
         node.get_logger().info(
             f"mapping {params.image_topic} + {params.depth_topic} at poses {params.pose_topic} in frame "
-            f"'{params.frame_id}' ({params.voxel:g} m voxels, at most {params.max_voxels}); service "
-            f"{node.get_fully_qualified_name()}/query" + (f"; recording to {params.record_dir}" if params.record_dir
-                                                          else ""))
+            f"'{params.frame_id}' ({params.voxel:g} m voxels, at most {params.max_voxels} in memory, then "
+            f"{params.when_full}){saving}; service {node.get_fully_qualified_name()}/query"
+            + (f"; recording to {params.record_dir}" if params.record_dir else ""))
 
     def _on_parameters(self, parameters: list[Any]) -> None:
         self.params = update(self.params, parameters)
@@ -243,6 +261,25 @@ class MappingNode:
                             threshold=threshold, top_k=top_k, **self.params.options())
         return result, field.points, field.colors
 
+    # ------------------------------------------------------------------------------------ saving
+    def _save(self) -> None:
+        """The save timer: a failed save (disk full, folder gone) is logged, and the next one tries again."""
+        try:
+            if self.mapper.save():
+                self.node.get_logger().info(f"saved the map ({len(self.mapper.map)} voxels) to "
+                                            f"{self.params.map_file} in {self.mapper.save_seconds:.1f} s")
+        except (Find3dError, OSError) as err:
+            self._warn(f"map not saved to {self.params.map_file}: {err}", "save")
+
+    def close(self) -> None:
+        """At shutdown (``ros_nodes.serving.run_node``): stop mapping and save the map a last time."""
+        try:
+            self.mapper.close()
+            if self.params.map_file:
+                self.node.get_logger().info(f"map ({len(self.mapper.map)} voxels) saved to {self.params.map_file}")
+        except (Find3dError, OSError) as err:
+            self.node.get_logger().error(f"map not saved to {self.params.map_file}: {err}")
+
     # ------------------------------------------------------------------------------ publication
     def _publish_map(self) -> None:
         from ros_nodes.serving import cloud_message
@@ -264,12 +301,14 @@ class MappingNode:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         stats = self.mapper.stats()
-        counters = {k: stats[k] for k in ("frames_in", "keyframes", "embedded", "dropped", "failed", "voxels")}
+        counters = {k: stats[k] for k in ("frames_in", "keyframes", "embedded", "dropped", "failed", "voxels",
+                                          "in_memory", "spilled", "evicted")}
         skipped = ", ".join(f"{count} {reason}" for reason, count in sorted(stats["skipped"].items())) or "none"
         latency = (f"{1e3 * stats['latency']:.0f} ms (embedding {1e3 * stats['embed']:.0f} ms)"
                    if stats["latency"] is not None else "n/a")
-        values = {**counters, "map_bytes": stats["map_bytes"], "skipped": skipped, "latency": latency}
-        level = DiagnosticStatus.WARN if stats["failed"] else DiagnosticStatus.OK
+        values = {**counters, "map_bytes": stats["map_bytes"], "disk_bytes": stats["disk_bytes"], "skipped": skipped,
+                  "latency": latency}
+        level = DiagnosticStatus.WARN if stats["failed"] or stats["evicted"] else DiagnosticStatus.OK
         name = self.node.get_name()
         status = DiagnosticStatus(level=level, name=f"{name}: mapping", hardware_id=name,
                                   message=f"{stats['embedded']} keyframes fused, {stats['voxels']} voxels",
@@ -280,7 +319,8 @@ class MappingNode:
             self.node.get_logger().info(
                 f"frames in {stats['frames_in']}, keyframes {stats['keyframes']}, embedded {stats['embedded']}, "
                 f"dropped {stats['dropped']}, failed {stats['failed']}; skipped: {skipped}; {stats['voxels']} "
-                f"voxels ({stats['map_bytes'] / 2**20:.1f} MiB); latency {latency}")
+                f"voxels ({stats['in_memory']} in memory, {stats['map_bytes'] / 2**20:.1f} MiB; {stats['spilled']} "
+                f"spilled, {stats['evicted']} evicted); latency {latency}")
 
 
 def build_mapper(params: MappingNodeParameters, warn: Any) -> Any:
@@ -288,25 +328,30 @@ def build_mapper(params: MappingNodeParameters, warn: Any) -> Any:
     from find3d import Interface
     from find3d.mapping.mapper import Mapper, MappingConfig
     from find3d.mapping.record import SceneRecorder
+    from find3d.mapping.store import saved
 
     if not params.checkpoint:
         raise InputError("parameter `checkpoint` is not set: pass -p checkpoint:=CKPT (a `find3d train-interface` "
                          "checkpoint), or checkpoint:=CKPT to the launch file.")
     config = MappingConfig(voxel=params.voxel, max_voxels=params.max_voxels, max_depth=params.max_depth,
                            min_translation=params.min_translation, min_rotation=params.min_rotation,
-                           blur_ratio=params.blur_ratio)
+                           blur_ratio=params.blur_ratio, when_full=params.when_full)
+    if params.map_file:
+        saved(params.map_file)  # a folder of other files is refused before the model loads
     recorder = SceneRecorder(params.record_dir) if params.record_dir else None
     interface = Interface.from_checkpoint(params.checkpoint, device=params.device)
-    return Mapper(interface, config, recorder, on_error=warn)
+    meta = {"checkpoint": str(Path(params.checkpoint).resolve()), "model": interface.fingerprint,
+            "scene": str(Path(params.record_dir).resolve()) if params.record_dir else None}
+    return Mapper(interface, config, recorder, on_error=warn, map_file=params.map_file or None, meta=meta)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the node until SIGINT / shutdown; exit 0 then, 1 when it cannot start."""
     from ros_nodes.serving import run_node
 
-    # Three threads: queries (one at a time), sensors and timers each keep one, so a long query
-    # never stalls the sensor callbacks, and the mapper's worker thread embeds beside all of them.
-    return run_node(NODE_NAME, MappingNode, argv, threads=3)
+    # Four threads: queries (one at a time), sensors, timers and saves each keep one, so a long query or
+    # save never stalls the sensor callbacks, and the mapper's worker thread embeds beside all of them.
+    return run_node(NODE_NAME, MappingNode, argv, threads=4)
 
 
 if __name__ == "__main__":

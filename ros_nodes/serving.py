@@ -235,8 +235,9 @@ def markers(objects: list[Any], header: Any) -> Any:
 
 def run_node(name: str, build: Callable[[Any], Any], argv: list[str] | None = None, threads: int = 2) -> int:
     """Create node ``name``, let ``build(node)`` set it up, spin it on a multi-threaded executor until
-    SIGINT / shutdown (exit 0); a user error while starting (bad path, checkpoint or parameters file) is
-    one fatal log line and exit 1, never a traceback."""
+    SIGINT / SIGTERM / shutdown (exit 0), then call the built object's ``close()`` if it has one (a mapping
+    node saves its map; further signals are ignored meanwhile); a user error while starting (bad path,
+    checkpoint or parameters file) is one fatal log line and exit 1, never a traceback."""
     import signal
     import sys
 
@@ -256,9 +257,9 @@ def run_node(name: str, build: Callable[[Any], Any], argv: list[str] | None = No
         print(f"{name}: cannot start: {str(err).splitlines()[0]}", file=sys.stderr)
         return 1
     node = rclpy.create_node(name)
-    code = 0
+    code, built = 0, None
     try:
-        build(node)
+        built = build(node)
         install_signal_handlers(SignalHandlerOptions.ALL)
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
@@ -269,6 +270,12 @@ def run_node(name: str, build: Callable[[Any], Any], argv: list[str] | None = No
         node.get_logger().fatal(f"cannot start: {err}")
         code = 1
     finally:
+        # The node is ending: a second SIGINT / SIGTERM (Ctrl-C twice, a supervisor's SIGINT after its SIGTERM)
+        # must not cut the last save of the map short; SIGKILL still ends the process at once.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if hasattr(built, "close"):
+            built.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ STAMPS = itertools.count((T0 + 10**12) // 10**9)
 pytestmark = pytest.mark.slow
 
 
-def scene_bag(scene: Path, out: Path) -> Path:
+def scene_bag(scene: Path, out: Path, topics: dict[str, str] = TOPICS) -> Path:
     """The scene's training views as a 10 Hz RGB-D camera with a pose topic, in a rosbag2 (sqlite3)."""
     from find3d.ingest import messages
     from find3d.ingest.camera import Intrinsics
@@ -62,13 +63,13 @@ def scene_bag(scene: Path, out: Path) -> Path:
         for copy in range(REPEAT):
             stamp = T0 + (view * REPEAT + copy) * PERIOD
             recorded += [
-                messages.Recorded(TOPICS["pose"], "geometry_msgs/msg/PoseStamped", stamp,
+                messages.Recorded(topics["pose"], "geometry_msgs/msg/PoseStamped", stamp,
                                   messages.pose_stamped(optical, stamp, "map")),
-                messages.Recorded(TOPICS["info"], "sensor_msgs/msg/CameraInfo", stamp + 1,
+                messages.Recorded(topics["info"], "sensor_msgs/msg/CameraInfo", stamp + 1,
                                   messages.camera_info_message(info, stamp, CAMERA)),
-                messages.Recorded(TOPICS["depth"], "sensor_msgs/msg/Image", stamp + 2,
+                messages.Recorded(topics["depth"], "sensor_msgs/msg/Image", stamp + 2,
                                   messages.depth_message(mm, "16UC1", stamp, CAMERA)),
-                messages.Recorded(TOPICS["image"], "sensor_msgs/msg/Image", stamp + 3,
+                messages.Recorded(topics["image"], "sensor_msgs/msg/Image", stamp + 3,
                                   messages.image_message(rgb, "rgb8", stamp, CAMERA)[1])]
     return messages.write_bag(out, recorded)
 
@@ -98,11 +99,11 @@ def play(ros: Any, bag: Path) -> int:
     return count
 
 
-def diagnostics(got: list) -> dict[str, str]:
+def diagnostics(got: list, node: str = "find3d_mapping") -> dict[str, str]:
     """The mapping node's latest counters from /diagnostics."""
     for array in reversed(got):
         for status in array.status:
-            if status.name.startswith("find3d_mapping"):
+            if status.name.startswith(node):
                 return {value.key: value.value for value in status.values}
     return {}
 
@@ -334,3 +335,69 @@ def test_start_up_failures_exit_1_with_one_clear_line(tmp_path: Path) -> None:
         process = start_node("mapping_node", parameters, tmp_path / "logs", PARAMS_FILE)
         code, output = exited(process)
         assert code == 1 and expected in output and "Traceback" not in output, output[-2000:]
+
+
+def test_a_restarted_node_keeps_its_map_and_the_query_node_reads_it(pipeline, tmp_path: Path) -> None:
+    """Node A maps the scene into map_file (saving on a timer, its own topics) and is stopped by SIGTERM; node
+    B, a new process on the same map_file, answers before any frame arrives exactly as A did; a query node
+    started on the map file answers too; a mapping node refuses a folder of other files."""
+    from find3d_interfaces.srv import Query
+
+    from find3d.query.field import Field
+
+    topics = {name: f"/restart{topic}" for name, topic in TOPICS.items()}
+    map_file = tmp_path / "map"
+    params = {"checkpoint": pipeline["checkpoint"], "device": "cpu", "map_file": map_file, "save_period": 1.0,
+              "whole_objects": False, **{f"{name}_topic": topic for name, topic in
+                                         (("image", topics["image"]), ("depth", topics["depth"]),
+                                          ("camera_info", topics["info"]), ("pose", topics["pose"]))}}
+    first = start_node("mapping_node", params, tmp_path / "logs", PARAMS_FILE, name="mapping_a")
+    try:
+        with ros_client("test_restart_client") as ros:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            service = ros.create_client(Query, "/mapping_a/query")
+            got: list = []
+            ros.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+            assert service.wait_for_service(timeout_sec=90), first.output.read_text()[-2000:]
+            play(ros, scene_bag(pipeline["scene"], tmp_path / "bag", topics))
+
+            def idle() -> bool:  # every keyframe fused (or dropped), and a save since
+                counters = diagnostics(got, "mapping_a")
+                return bool(counters) and int(counters["keyframes"]) > 0 and int(counters["keyframes"]) == \
+                    int(counters["embedded"]) + int(counters["dropped"]) + int(counters["failed"])
+
+            assert wait_for(ros, idle, 90), diagnostics(got, "mapping_a")
+            before = call(ros, service, _request("mug", 0.5))
+            assert before.success and before.total > 100, before.message
+    finally:
+        first.send_signal(signal.SIGTERM)  # as a supervisor stops it; saves the map a last time
+        code, output = stop(first)
+    assert code == 0 and "Traceback" not in output and "saved to" in output, output[-3000:]
+    saved_points = len(Field.load(map_file))
+    assert saved_points == before.total
+
+    second = start_node("mapping_node", params, tmp_path / "logs", PARAMS_FILE, name="mapping_b")
+    reader = start_node("query_node", {"field": map_file, "device": "cpu", "whole_objects": False},
+                        tmp_path / "logs", REPO / "configs" / "ros" / "query_node.yaml", name="map_reader")
+    try:
+        with ros_client("test_restart_client_2") as ros:
+            for node_name, process in (("mapping_b", second), ("map_reader", reader)):
+                service = ros.create_client(Query, f"/{node_name}/query")
+                assert service.wait_for_service(timeout_sec=90), process.output.read_text()[-2000:]
+                after = call(ros, service, _request("mug", 0.5))
+                assert after.success and after.total == before.total, (node_name, after.message)
+                assert after.selected == before.selected, node_name
+    finally:
+        for process in (second, reader):
+            code, output = stop(process)
+            assert code == 0 and "Traceback" not in output, output[-3000:]
+    assert f"loaded: {saved_points} voxels" in second.output.read_text()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a map")
+    code, output = exited(start_node("mapping_node", {**params, "map_file": other}, tmp_path / "logs", PARAMS_FILE,
+                                     name="mapping_c"))
+    assert code == 1 and "no saved map" in output and "Traceback" not in output, output[-2000:]
+    assert (other / "notes.txt").read_text() == "not a map"

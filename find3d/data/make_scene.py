@@ -66,6 +66,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clutter", action="store_true",
                         help="put most objects in contact, as on a real desk: side by side, leaning on each other, "
                              "small ones resting on a support ('the duck on the block'); ground truth stays exact")
+    parser.add_argument("--rooms", type=validate.cli(validate.integer, minimum=1), default=1,
+                        help="a floor of this many rooms, each a table with its objects and two walls, that the "
+                             "camera drives through: --views and --heldout are shared among the rooms, plus one "
+                             "view between each two (find3d.data.floor; default 1: one table, orbited)")
     parser.add_argument("--sensor", choices=SENSORS, default="ideal",
                         help="what the camera delivers: ideal = the exact render; rgbd = a depth camera's axial and "
                              "lateral noise, flying pixels and holes (RealSense / Kinect models); rgb = a phone video: "
@@ -78,18 +82,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = make_scene(args.out, seed=args.seed, views=args.views, heldout=args.heldout, size=args.size,
                          overwrite=args.overwrite, repeat=args.repeat, close=args.close, clutter=args.clutter,
-                         sensor=args.sensor, pose_noise=args.pose_noise)
+                         rooms=args.rooms, sensor=args.sensor, pose_noise=args.pose_noise)
     print(f"wrote {summary['frames']} views and {summary['points']} ground-truth points to {args.out}")
     return 0
 
 
 def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8, size: int = 256,
                overwrite: bool = False, repeat: bool = False, close: bool = False, clutter: bool = False,
-               sensor: str = "ideal", pose_noise: float = 0.0) -> dict[str, Any]:
+               rooms: int = 1, sensor: str = "ideal", pose_noise: float = 0.0) -> dict[str, Any]:
     """Render the scene for ``seed`` from ``views + heldout`` orbit cameras into ``out``; ``repeat``: see
     ``repeat_categories``; ``close``: see ``_close_views``; ``clutter``: objects in contact
-    (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time); ``sensor``,
-    ``pose_noise``: see ``find3d.data.engine.sensor``."""
+    (``find3d.data.engine.clutter``; with ``repeat``, twins touch half of the time); ``rooms`` > 1: a floor
+    of that many rooms (``find3d.data.floor``); ``sensor``, ``pose_noise``: see ``find3d.data.engine.sensor``."""
     validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     if views < 1 or heldout < 0:
         raise InputError(f"--views {views} --heldout {heldout}: need views >= 1 and heldout >= 0.")
@@ -100,10 +104,15 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     if not (math.isfinite(pose_noise) and 0.0 <= pose_noise <= 0.1):
         raise InputError(f"--pose-noise {pose_noise}: pass metres per frame in [0, 0.1], e.g. 0.002.")
     out = Path(out)
+    validate.integer(rooms, "rooms", minimum=1)
     camera_model = Sensor(sensor, seed, views + heldout, pose_noise)
     folders = ("images", "depths", "instances", "ground_truth") if camera_model.has_depth else (
         "images", "instances", "ground_truth")
     prepare_folder(out, overwrite, OUTPUTS, folders)
+    if rooms > 1:
+        from find3d.data.floor import make_floor
+
+        return make_floor(out, seed, rooms, views, heldout, size, repeat, clutter, sensor, pose_noise)
     if clutter:
         spec = compose_clutter(np.random.default_rng([seed, 2]), min_objects=5, max_objects=7, repeat=repeat)
     else:
@@ -115,20 +124,37 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
     try:
         bodies = builder.build(spec)
         object_ids, objects = _object_table(spec, bodies)
-        # Things and the table only: floor and wall would swamp the point set with ~1M background points.
-        surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
-        frames, points, labels = [], [], []
-        for index, camera in enumerate(tqdm(cameras, desc="make-scene", unit="view", disable=None)):
-            rendered = builder.render(camera, spec.light, size, size)
-            frame, instance = _write_frame(out, index, rendered, object_ids, camera, camera_model)
-            frames.append(frame)
-            xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
-            keep = np.isin(instance, surveyed)
-            points.append(xyz[keep])
-            labels.append(instance[keep].astype(np.int32))
+        frames, xyz, object_id = render_views(out, builder, spec.light, cameras, size, object_ids, objects,
+                                              camera_model, "make-scene")
     finally:
         builder.close()
-    focal = cameras[0].focal_px(size)
+    write_transforms(out, frames, is_heldout, cameras[0].focal_px(size), size)
+    _write_ground_truth(out, seed, objects, xyz, object_id)
+    return {"frames": len(frames), "points": len(xyz)}
+
+
+def render_views(out: Path, builder: Any, light: Any, cameras: list[Camera], size: int, object_ids: dict[int, int],
+                 objects: dict[str, dict], sensor: Sensor, desc: str) -> tuple[list[dict[str, Any]], np.ndarray,
+                                                                            np.ndarray]:
+    """Render and write every view (``_write_frame``); returns (transforms.json frames, the ground-truth points
+    (voxel-deduplicated) and their object ids) of the things and the table the views saw."""
+    # Things and the table only: floor and wall would swamp the point set with ~1M background points.
+    surveyed = [int(i) for i, o in objects.items() if o["isthing"] or o["category"] == "table"]
+    frames, points, labels = [], [], []
+    for index, camera in enumerate(tqdm(cameras, desc=desc, unit="view", disable=None)):
+        rendered = builder.render(camera, light, size, size)
+        frame, instance = _write_frame(out, index, rendered, object_ids, camera, sensor)
+        frames.append(frame)
+        xyz = backproject(rendered.depth, camera.focal_px(size), size, camera.camera_to_world())
+        keep = np.isin(instance, surveyed)
+        points.append(xyz[keep])
+        labels.append(instance[keep].astype(np.int32))
+    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
+    return frames, xyz, object_id
+
+
+def write_transforms(out: Path, frames: list[dict[str, Any]], is_heldout: list[bool], focal: float, size: int) -> None:
+    """``transforms.json`` of the written ``frames`` (square OPENCV images, no distortion)."""
     names = [f["file_path"] for f in frames]
     train = [n for n, held in zip(names, is_heldout) if not held]
     held = [n for n, h in zip(names, is_heldout) if h] or train  # nerfstudio needs a non-empty eval split
@@ -138,9 +164,6 @@ def make_scene(out: str | Path, seed: int = 0, views: int = 40, heldout: int = 8
         "frames": frames, "train_filenames": train, "val_filenames": held, "test_filenames": held,
     }
     atomic_write_json(out / "transforms.json", transforms)
-    xyz, object_id = voxel_dedup(np.concatenate(points), np.concatenate(labels))
-    _write_ground_truth(out, seed, objects, xyz, object_id)
-    return {"frames": len(frames), "points": len(xyz)}
 
 
 def repeat_categories(spec: SceneSpec, rng: np.random.Generator, count: int = 2) -> SceneSpec:

@@ -23,6 +23,9 @@ Output folder (read by ``find3d.query.Field.load``)::
     segments.i32       np.memmap int32 (N,): each point's 3D instance, -1 for none (meta.json "segments":
                        {"file", "count"}); cut from the training frames' panoptic masks
                        (``find3d.query.segments``) when the embeddings store holds them
+    segment_vectors.f32  optional (meta.json "segments": {"vectors": file}): float32 (S, D) unit mean
+                       embedding of each instance (a saved map writes it: its first query reads S
+                       vectors instead of N embeddings)
 
 Geometry (``geometry``; ``auto``, the default, is ``depth`` when the training frames have depth maps,
 else ``render``):
@@ -72,9 +75,10 @@ from find3d.query.field import FORMAT, VERSION
 
 GEOMETRIES = ("auto", "depth", "render")
 FEATURE_CHUNK = 1 << 16  # points per feature-head call: bounds the MLP's activations memory
+PCA_SAMPLE = 100_000  # points the PCA code is fitted on
 #: what an export folder is made of (module doc); anything else in it is the user's and is kept on re-export
 EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vectors.f16", "code.f32", "decoder.npz",
-                          "segments.i32"})
+                          "segments.i32", "segment_vectors.f32"})
 
 
 def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_points: int = 200_000,
@@ -212,27 +216,47 @@ def check_run_config(config_yml: Path) -> None:
 def write_export(out_dir: str | os.PathLike, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
                  image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
                  extra: dict[str, Any] | None = None, segments: np.ndarray | None = None) -> None:
-    """Write an export folder (format in the module docstring) from arrays; meta.json goes last.
+    """Write an export folder (format in the module docstring) from arrays, all-or-nothing.
     ``segments``: the points' 3D instances (N,) int32, if cut already."""
-    if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
-        raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
-                         f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
-    # Unit features make the stored dot products cosines (what relevancy needs).
-    feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
+    _check_arrays(xyz, rgb, feature, image_vectors, frames, segments)
     out_dir = check_export_folder(out_dir)
-    if segments is not None and np.shape(segments) != (len(xyz),):
-        raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
     # All-or-nothing: the files are only valid together (meta.json counts the points of points.ply, the
     # code belongs to its decoder), so they go into a staging folder that replaces the old export whole.
     with atomic_folder(out_dir, carry=lambda name: name not in EXPORT_FILES) as staging:
-        code_meta = _write_arrays(staging, xyz, rgb, feature, image_vectors, code_dim)
-        segment_meta = None
-        if segments is not None:
-            _atomic_array(staging / "segments.i32", np.asarray(segments, np.int32))
-            segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
-        meta = {"format": FORMAT, "version": VERSION, "dim": int(feature.shape[1]), "count": len(xyz),
-                "code": code_meta, "segments": segment_meta, **(extra or {}), "frames": frames}
-        atomic_write_json(staging / "meta.json", meta)
+        write_export_files(staging, xyz, rgb, feature, image_vectors, frames, code_dim, extra, segments)
+
+
+def write_export_files(folder: Path, xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray,
+                       image_vectors: np.ndarray, frames: list[dict[str, Any]], code_dim: int = 32,
+                       extra: dict[str, Any] | None = None, segments: np.ndarray | None = None) -> None:
+    """The files of an export into ``folder``, meta.json last; for a caller that stages the folder itself
+    (``write_export``, a saved live map: ``find3d.mapping.store``)."""
+    _check_arrays(xyz, rgb, feature, image_vectors, frames, segments)
+    # Unit features make the stored dot products cosines (what relevancy needs).
+    feature = feature / np.maximum(np.linalg.norm(feature, axis=1, keepdims=True), 1e-8)
+    code_meta = _write_arrays(folder, xyz, rgb, feature, image_vectors, code_dim)
+    segment_meta = None
+    if segments is not None:
+        _atomic_array(folder / "segments.i32", np.asarray(segments, np.int32))
+        segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
+    atomic_write_json(folder / "meta.json", export_meta(int(feature.shape[1]), len(xyz), code_meta, segment_meta,
+                                                        frames, extra))
+
+
+def export_meta(dim: int, count: int, code: dict[str, Any] | None, segments: dict[str, Any] | None,
+                frames: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An export's meta.json (module docstring)."""
+    return {"format": FORMAT, "version": VERSION, "dim": dim, "count": count, "code": code, "segments": segments,
+            **(extra or {}), "frames": frames}
+
+
+def _check_arrays(xyz: np.ndarray, rgb: np.ndarray, feature: np.ndarray, image_vectors: np.ndarray,
+                  frames: list[dict[str, Any]], segments: np.ndarray | None) -> None:
+    if not (len(xyz) == len(rgb) == len(feature)) or len(image_vectors) != len(frames):
+        raise InputError(f"export: {len(xyz)} points, {len(rgb)} colours, {len(feature)} features, "
+                         f"{len(image_vectors)} image vectors for {len(frames)} frames; they must match.")
+    if segments is not None and np.shape(segments) != (len(xyz),):
+        raise InputError(f"export: {np.shape(segments)} segment labels for {len(xyz)} points; they must match.")
 
 
 def check_export_folder(out_dir: str | os.PathLike) -> Path:
@@ -407,13 +431,23 @@ def _write_arrays(out_dir: Path, xyz: np.ndarray, rgb: np.ndarray, feature: np.n
     _atomic_array(out_dir / "image_vectors.f16", image_vectors.astype(np.float16))
     if code_dim <= 0 or code_dim >= feature.shape[1]:
         return None
-    sample = feature[np.random.default_rng(0).permutation(len(feature))[:100_000]]
+    sample = feature[np.random.default_rng(0).permutation(len(feature))[:PCA_SAMPLE]]
     mean, components, ratio = fit_pca(sample, code_dim)
+    _atomic_array(out_dir / "code.f32", pca_code(feature, mean, components))
+    return write_decoder(out_dir, mean, components, ratio)
+
+
+def pca_code(feature: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """(d + 1, n) float32: ``code.f32``'s columns for unit ``feature`` rows (module docstring)."""
     code = (feature - mean) @ components.T
     decoded_norm = np.linalg.norm(code @ components + mean, axis=1, keepdims=True)
     scale = 1.0 / np.maximum(decoded_norm, 1e-8)
-    _atomic_array(out_dir / "code.f32", np.vstack([(code * scale).T, scale.T]).astype(np.float32))
-    with atomic_open(out_dir / "decoder.npz") as handle:
+    return np.vstack([(code * scale).T, scale.T]).astype(np.float32)
+
+
+def write_decoder(folder: Path, mean: np.ndarray, components: np.ndarray, ratio: float) -> dict[str, Any]:
+    """``decoder.npz`` of a PCA code; returns meta.json's ``code`` entry."""
+    with atomic_open(folder / "decoder.npz") as handle:
         np.savez(handle, mean=mean, components=components)
     return {"dim": len(components), "file": "code.f32", "decoder": "decoder.npz", "explained_variance": ratio}
 

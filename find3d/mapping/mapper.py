@@ -8,27 +8,35 @@
 (``SceneRecorder``). ``stats()`` counts frames in, keyframes, embedded, dropped (the worker was
 behind) and skipped by reason, and times the latest updates: image arrival -> map updated, and the
 embedding's part of it.
+
+With a ``map_file`` the map is loaded from it at start when it holds a saved map
+(``find3d.mapping.store``), spills its longest-unseen voxels into it when memory is full, and ``save()``
+/ ``close()`` write it there; without one, spills go to a temporary folder that ``close()`` deletes.
+``when_full: evict`` forgets those voxels instead, and says so through ``on_error`` every time.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from find3d.config import doc
-from find3d.errors import ConfigError
+from find3d.errors import ConfigError, InputError
 from find3d.ingest.keyframes import BLURRED, DUPLICATE, KeyframeSelector
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS, DEFAULT_VOXEL, cell_samples
 from find3d.mapping.live import Keyframe, LiveMap
 from find3d.mapping.worker import LatestWorker
 
 LATENCY_WINDOW = 50  # updates the latency figures are averaged over
+WHEN_FULL = ("spill", "evict")
 
 
 @dataclass
@@ -36,7 +44,11 @@ class MappingConfig:
     """How a live map is built."""
 
     voxel: float = doc("Voxel edge of the map, metres.", DEFAULT_VOXEL)
-    max_voxels: int = doc("Most voxels the map holds; beyond it the longest-unseen are evicted.", DEFAULT_MAX_VOXELS)
+    max_voxels: int = doc("Most voxels the map holds in memory; beyond it the longest-unseen leave memory (when_full).",
+                          DEFAULT_MAX_VOXELS)
+    when_full: str = doc("What happens to the voxels that leave memory: 'spill' (written to disk and read back when "
+                         "seen again: the map forgets nothing) or 'evict' (forgotten; every eviction is reported).",
+                         "spill")
     max_depth: float = doc("Depth readings farther than this (metres) are not fused (noisy far range).", 5.0)
     min_translation: float = doc("Metres the camera must move from the last keyframe (or turn min_rotation).", 0.05)
     min_rotation: float = doc("Degrees the camera must turn from the last keyframe (or move min_translation).", 5.0)
@@ -46,12 +58,12 @@ class MappingConfig:
     def __post_init__(self) -> None:
         checks = {"voxel": self.voxel > 0, "max_voxels": self.max_voxels >= 1, "max_depth": self.max_depth > 0,
                   "min_translation": self.min_translation >= 0, "min_rotation": self.min_rotation >= 0,
-                  "blur_ratio": 0 <= self.blur_ratio < 1}
+                  "blur_ratio": 0 <= self.blur_ratio < 1, "when_full": self.when_full in WHEN_FULL}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"mapping: {', '.join(f'{n}={getattr(self, n)}' for n in bad)} out of range; need "
-                              "voxel > 0, max_voxels >= 1, max_depth > 0, min_translation / min_rotation >= 0 "
-                              "and 0 <= blur_ratio < 1.")
+                              "voxel > 0, max_voxels >= 1, max_depth > 0, min_translation / min_rotation >= 0, "
+                              f"0 <= blur_ratio < 1 and when_full one of {', '.join(WHEN_FULL)}.")
 
 
 @dataclass
@@ -76,24 +88,61 @@ class Timing:
 
 
 class Mapper:
-    """A ``LiveMap`` fed with keyframes (module docstring). ``interface``: a ``find3d.Interface``."""
+    """A ``LiveMap`` fed with keyframes (module docstring). ``interface``: a ``find3d.Interface``; ``meta``: what
+    a saved map records of how it was made (``checkpoint``, ``model``, ``scene``: see ``find3d.field.export``)."""
 
     def __init__(self, interface: Any, config: MappingConfig | None = None, recorder: Any | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, map_file: str | Path | None = None,
+                 meta: dict[str, Any] | None = None) -> None:
         self.interface, self.config, self.recorder = interface, config or MappingConfig(), recorder
         self.on_error = on_error or (lambda _: None)
-        self.map = LiveMap(int(interface.dim), self.config.voxel, self.config.max_voxels)
+        self.map_file, self.meta = (Path(map_file) if map_file else None), dict(meta or {})
+        self.map = self._open_map()
+        self.loaded = len(self.map)  # voxels the map started with (a saved map's)
+        self._evicted = self.map.voxels.evicted
+        self._saved_version = self.map.version
         self.selector = KeyframeSelector(self.config.min_translation, self.config.min_rotation, 0.0,
                                          self.config.blur_ratio, 15)
         self.received = 0
         self.keyframes = 0
         self.skipped: Counter[str] = Counter()
         self.timings: deque[Timing] = deque(maxlen=LATENCY_WINDOW)
+        self.save_seconds: float | None = None  # the latest save's
         self._lock = threading.Lock()
         # Held around every use of the interface (embedding here, query encoding by a node's service
         # thread): one forward pass at a time, so torch's thread pool is never shared by two.
         self.interface_lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time (a timer's and the one at close)
         self.worker = LatestWorker(self._fuse, self._failed)
+
+    def _open_map(self) -> LiveMap:
+        """The saved map of ``map_file`` if it holds one (checked against this interface and config), else a
+        new one spilling into ``map_file`` or a temporary folder."""
+        from find3d.fileio import read_json
+        from find3d.mapping.cold import ColdStore
+        from find3d.mapping.store import load_map, saved
+
+        config, dim, spill = self.config, int(self.interface.dim), self.config.when_full == "spill"
+        if self.map_file is not None and saved(self.map_file):
+            live = load_map(self.map_file, config.max_voxels, spill)
+            model, made_by = self.meta.get("model"), read_json(self.map_file / "meta.json").get("model")
+            problems = []
+            if live.dim != dim:
+                problems.append(f"{live.dim}-d embeddings (this interface: {dim}-d)")
+            if live.voxels.voxel != config.voxel:
+                problems.append(f"{live.voxels.voxel:g} m voxels (voxel: {config.voxel:g})")
+            if model and made_by and made_by != model:
+                problems.append(f"interface model {made_by} (this checkpoint: {model})")
+            if problems:
+                live.close()
+                raise InputError(f"map file {self.map_file}: a map of {', '.join(problems)}; pass the map's own "
+                                 "checkpoint and voxel, or another map_file to start a new map.")
+            return live
+        if not spill:
+            return LiveMap(dim, config.voxel, config.max_voxels)
+        temporary = self.map_file is None
+        folder = Path(tempfile.mkdtemp(prefix="find3d-map-")) if temporary else self.map_file
+        return LiveMap(dim, config.voxel, config.max_voxels, cold=ColdStore(folder, dim, temporary))
 
     def warm_up(self) -> None:
         """One forward pass on a blank image, so that the first keyframe is not slowed by torch's lazy
@@ -149,6 +198,12 @@ class Mapper:
         self.map.add(Keyframe(name, np.asarray(frame.c2w, dtype=np.float64), frame.camera, vector, frame.stamp_ns),
                      samples)
         done = time.perf_counter()
+        evicted = self.map.voxels.evicted
+        if evicted > self._evicted:  # never silent: a robot's operator must know what its map forgot
+            self.on_error(f"map full ({self.config.max_voxels} voxels in memory): {evicted - self._evicted} voxels "
+                          f"seen longest ago evicted, {evicted} in all; they are forgotten (when_full: evict); "
+                          "when_full: spill keeps them on disk.")
+            self._evicted = evicted
         with self._lock:
             self.timings.append(Timing(done - frame.received, embedded - started, recorded - recording))
 
@@ -162,8 +217,12 @@ class Mapper:
             timings = list(self.timings)
             out: dict[str, Any] = {"frames_in": self.received, "keyframes": self.keyframes,
                                    "skipped": dict(self.skipped)}
+        voxels = self.map.voxels
+        cold = voxels.cold
         out.update(embedded=self.worker.done, dropped=self.worker.dropped, failed=self.worker.failed,
-                   voxels=len(self.map), map_bytes=self.map.nbytes(),
+                   voxels=len(self.map), in_memory=voxels.count, spilled=voxels.spilled, evicted=voxels.evicted,
+                   map_bytes=self.map.nbytes(), disk_bytes=0 if cold is None else cold.disk_bytes(),
+                   save_seconds=self.save_seconds,
                    latency=float(np.mean([t.latency for t in timings])) if timings else None,
                    embed=float(np.mean([t.embed for t in timings])) if timings else None)
         return out
@@ -171,5 +230,44 @@ class Mapper:
     def wait_idle(self, timeout: float = 60.0) -> bool:
         return self.worker.wait_idle(timeout)
 
+    def save(self) -> bool:
+        """Save the map to ``map_file`` (``find3d.mapping.store.save_map``) if it changed since the last save;
+        returns whether it wrote."""
+        from find3d.mapping.store import save_map
+
+        if self.map_file is None:
+            return False
+        with self._save_lock:
+            version = self.map.version
+            if version == self._saved_version:
+                return False
+            started = time.perf_counter()
+            save_map(self.map, self.map_file, self.meta)
+            self.save_seconds, self._saved_version = time.perf_counter() - started, version
+            return True
+
     def close(self) -> None:
+        """Stop the worker (the keyframe in hand is fused), save the map (with a ``map_file``), release it."""
         self.worker.close()
+        try:
+            self.save()
+        finally:
+            self.map.close()
+
+
+def scene_frames(scene: Path) -> list[Frame]:
+    """The frames of a make-scene / ingest-bag / recorded scene folder (colour, depth, camera, pose), in order:
+    a recorded drive played back to a ``Mapper`` (benchmarks, tests)."""
+    from PIL import Image
+
+    from find3d.fileio import read_json
+    from find3d.ingest.camera import Intrinsics
+
+    meta = read_json(scene / "transforms.json")
+    camera = Intrinsics.from_transforms(meta)
+    frames = []
+    for entry in meta["frames"]:
+        rgb = np.asarray(Image.open(scene / entry["file_path"]).convert("RGB"))
+        depth = np.asarray(Image.open(scene / entry["depth_file_path"]))
+        frames.append(Frame(rgb, depth, camera, np.asarray(entry["transform_matrix"])))
+    return frames

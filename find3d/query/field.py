@@ -11,11 +11,15 @@ Relevancy (LERF): with unit vectors and cosine similarities s⁺ (query) and s�
 to the query as to the closest negative". Without negatives, ``relevancy = (1 + s⁺) / 2``.
 
 Frames are ranked by how much of the 3D mask they see: the summed relevancy of the selected points
-that project inside the frame in front of every other exported point (a z-buffer of the export at
-``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This uses only the poses
-and works for every kind of query; the frames' image-level vectors live in the interface's
+that project inside the frame within ``VISIBILITY_RANGE`` in front of every other exported point (a
+z-buffer of the export at ``ZBUFFER_STRIDE`` px), over the summed relevancy of all selected points. This
+uses only the poses and works for every kind of query; the frames' image-level vectors live in the interface's
 *retrieval* space, not the per-pixel space queries are encoded into, so they serve ``localize``
-with retrieval-space vectors instead.
+with retrieval-space vectors instead. What a frame sees is found among the points of the
+``VISIBILITY_CELL`` cells whose boxes are not wholly outside its view (a point outside the view
+cannot occlude one inside, so this is exact), and only for the frames whose view holds a box of the
+selection's cells; frames' visibility is kept, least recently used first out, up to
+``VISIBILITY_CACHE`` point indices, so 10,000 frames over 10M points cost what a query touches.
 
 Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
 in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
@@ -28,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +41,7 @@ import numpy as np
 
 from find3d import validate
 from find3d.errors import DataError, InputError
-from find3d.fileio import read_json, read_npz
+from find3d.fileio import atomic_open, read_json, read_npz
 from find3d.query.segments import segment_points
 
 if TYPE_CHECKING:
@@ -57,6 +61,11 @@ NEAREST_CLASS_MARGIN = 0.1  # ...when it leads the second nearest by this much (
 #: bench/results/absent.md)
 ACCEPTANCE = 0.25
 ZBUFFER_STRIDE = 4  # px per z-buffer cell: exported points are sparser than pixels, so cells must be coarse
+VISIBILITY_CELL = 0.5  # m: cells of the spatial index frames are culled against
+#: m: farthest a frame sees (beyond any depth camera's range: a map has no points a frame saw from farther,
+#: and a floor's other rooms down a long corridor are not in its view)
+VISIBILITY_RANGE = 15.0
+VISIBILITY_CACHE = 1 << 26  # point indices of frames' visibility kept (int32: 256 MiB)
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
 _FIX = "re-run `find3d export-field --config RUN/config.yml --out DIR`"
@@ -135,6 +144,9 @@ class Field:
         self.frames = meta["frames"]
         self._visibility: tuple[np.ndarray, np.ndarray] | None = None  # see ``visibility``
         self._seen_by_points: Any = None  # see ``_seen_by``
+        self._frame_seen: dict[int, np.ndarray] = {}  # see ``frame_visibility``, least recently used first
+        self._cells: CellIndex | None = None  # see ``frame_visibility``
+        self._cameras: Cameras | None = None  # every frame's, for ``_frames_viewing``
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
         self._segments = segments  # see ``segments``
         self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
@@ -181,10 +193,15 @@ class Field:
             decoder = (arrays["mean"], arrays["components"])
             if decoder[1].shape != (code_dim, dim):
                 raise DataError(f"{root}: decoder shape {decoder[1].shape} != {(code_dim, dim)}; {_FIX}.")
-        segments = None
+        segments, vectors = None, None
         if meta.get("segments"):  # 3D instances cut at export (exports without them are cut on first use)
             segments = np.asarray(_memmap(root / meta["segments"]["file"], np.int32, (count,)))
-        return cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
+            if meta["segments"].get("vectors"):  # their mean embeddings (a saved map stores them)
+                shape = (int(meta["segments"]["count"]), dim)
+                vectors = np.asarray(_memmap(root / meta["segments"]["vectors"], np.float32, shape))
+        field = cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
+        field._segment_vectors = vectors
+        return field
 
     # ------------------------------------------------------------------------------------- scoring
     def _unit(self, vectors: Any, name: str) -> np.ndarray:
@@ -257,15 +274,19 @@ class Field:
         import torch
 
         units = self._unit(negatives, "negatives")
-        key = hashlib.sha1(units.tobytes()).hexdigest()
+        return self._per_negatives("points", units, lambda: self._per_point(
+            units, lambda sims, _rows, target: torch.amax(sims, dim=0, out=target)))
+
+    def _per_negatives(self, kind: str, units: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()``, kept for the last ``NEGATIVE_SETS`` sets of negatives (unit ``units``) and kinds."""
+        key = f"{kind}:{hashlib.sha1(units.tobytes()).hexdigest()}"
         cached = self._nearest_negative.get(key)
-        if cached is not None:
-            return cached
-        out = self._per_point(units, lambda sims, _rows, target: torch.amax(sims, dim=0, out=target))
-        if len(self._nearest_negative) >= NEGATIVE_SETS:
-            self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
-        self._nearest_negative[key] = out
-        return out
+        if cached is None:
+            cached = compute()
+            if len(self._nearest_negative) >= NEGATIVE_SETS:
+                self._nearest_negative.pop(next(iter(self._nearest_negative)))  # the oldest set
+            self._nearest_negative[key] = cached
+        return cached
 
     # ------------------------------------------------------------------------------------ objects
     @property
@@ -278,29 +299,10 @@ class Field:
         return self._segments
 
     def segment_vectors(self) -> np.ndarray:
-        """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points."""
+        """(S, D) float32 unit vectors: the direction of the mean embedding of each segment's points (stored by
+        a saved map, else computed on first use)."""
         if self._segment_vectors is None:
-            from scipy.sparse import csr_matrix
-
-            labels = self.segments
-            count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
-            coded = self.code is not None and self.decoder is not None
-            # Sums per segment as a sparse (S, n) x (n, C) product a chunk at a time. With the PCA code
-            # the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
-            sums = np.zeros((count, self.code.shape[0] if coded else self.dim), np.float64)
-            for start in range(0, len(self), CHUNK_ROWS):
-                chunk = labels[start:start + CHUNK_ROWS]
-                rows = np.flatnonzero(chunk >= 0)
-                member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
-                values = (self.code[:, start:start + CHUNK_ROWS].T if coded
-                          else self.features[start:start + CHUNK_ROWS])
-                sums += member @ np.asarray(values, dtype=np.float64)
-            if coded:
-                mean, components = self.decoder
-                # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
-                sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
-            norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-            self._segment_vectors = (sums / norms).astype(np.float32)
+            self._segment_vectors = segment_vectors(self.segments, self.features, self.code, self.decoder)
         return self._segment_vectors
 
     def instance_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
@@ -309,13 +311,19 @@ class Field:
         if len(query) != 1:
             raise InputError(f"query embedding: one vector expected, got {len(query)}; pass negatives separately.")
         vectors = self.segment_vectors()
-        nearest = None if negatives is None else (vectors @ self._unit(negatives, "negatives").T).max(axis=1)
+        nearest = None
+        if negatives is not None:  # query-independent, so kept per set of negatives (as ``nearest_negative``)
+            units = self._unit(negatives, "negatives")
+            nearest = self._per_negatives("instances", units, lambda: (vectors @ units.T).max(axis=1))
         return lerf_relevancy(vectors @ query[0], nearest).astype(np.float32)
 
     def object_relevancy(self, embedding: Any, negatives: Any | None = None) -> np.ndarray:
         """(N,) LERF relevancy of each point's instance (``instance_relevancy``); 0 for speckle."""
-        scores = self.instance_relevancy(embedding, negatives)
-        return np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads the 0
+        return self._per_instance(self.instance_relevancy(embedding, negatives))
+
+    def _per_instance(self, scores: np.ndarray) -> np.ndarray:
+        """(N,) float32: each point's instance's score, 0 for speckle (label -1 takes the appended 0)."""
+        return np.take(np.append(scores, 0.0).astype(np.float32), self.segments)
 
     def query(self, query: Any, negatives: Any | None = None, threshold: float = 0.5, top_k_frames: int = 3,
               interface: Any | None = None, base_dir: str | os.PathLike = ".", images: Sequence[Any] | None = None,
@@ -350,7 +358,7 @@ class Field:
         closest = None
         if objects and len(self.segment_vectors()):  # cached: no O(N) pass per query
             scores = self.instance_relevancy(embedding, negatives)
-            relevancy = np.append(scores, 0.0).astype(np.float32)[self.segments]  # label -1 (speckle) reads 0
+            relevancy = self._per_instance(scores)
             best = int(np.argmax(scores))
             name = None if interface is None else nearest_class(interface, self.segment_vectors()[best])
             closest = Candidate(best, float(scores[best]), name)
@@ -369,24 +377,127 @@ class Field:
         if len(selected) == 0:  # the best points stand in; a partition finds them in O(N), no full sort
             selected = np.argpartition(-relevancy, min(FALLBACK_POINTS, len(relevancy) - 1))[:FALLBACK_POINTS]
         weights = relevancy[selected].astype(np.float64)
-        # Per-frame sums of the weights its visible points carry: only the selected points' rows are read,
-        # so a small object's query costs its own size, not the scene's.
-        scores = self._seen_by()[selected].T @ weights / max(float(weights.sum()), 1e-12)
+        total = max(float(weights.sum()), 1e-12)
+        if self._visibility is not None:
+            # Every frame's visibility is known (eval-3d): per-frame sums of the weights its visible points
+            # carry are one sparse product over the selected points' rows.
+            scores = self._seen_by()[selected].T @ weights / total
+        else:
+            scores = self._bounded_scores(np.asarray(selected), weights, total, top_k)
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [self.frame(int(i), float(scores[i])) for i in best]
+
+    def _bounded_scores(self, selected: np.ndarray, weights: np.ndarray, total: float, top_k: int) -> np.ndarray:
+        """(frames,) ``rank_frames``' scores, exact wherever they can reach the ``top_k`` (branch and bound):
+        a frame sees at most the selection's weight that projects inside its view (occlusion only takes
+        away), so frames are z-buffered in the order of that bound, largest first, until the next bound
+        cannot beat the k-th best score (ties going to the lower index, as the final sort does); the rest
+        are left at 0 and rank below. Frames whose view holds no box of the selection's cells see none of it."""
+        order = np.argsort(selected)
+        selected, weights = selected[order], weights[order]
+        scores = np.zeros(len(self.frames))
+        boxes = CellIndex(self.points[selected], VISIBILITY_CELL)
+        candidates = self._frames_viewing(boxes)
+        bounds = self._cameras.weight_in_view(self.points[selected], weights, candidates) / total
+        best: list[tuple[float, int]] = []  # (-score, index) of the k best so far, in ranking order
+        for rank in np.lexsort((candidates, -bounds)):
+            index, bound = int(candidates[rank]), float(bounds[rank])
+            if bound <= 0 or (len(best) >= top_k and (-bound, index) >= best[top_k - 1]):
+                break  # this frame and every later one rank below the k best
+            scores[index] = weights[self._selection_seen(index, selected, boxes)].sum() / total
+            best = sorted([*best, (-scores[index], index)])[:top_k]
+        return scores
+
+    def _selection_seen(self, index: int, selected: np.ndarray, boxes: CellIndex) -> np.ndarray:
+        """Bool mask over the (sorted) ``selected`` points, whose ``CellIndex`` is ``boxes``: which frame ``index``
+        sees. Only what can occlude them takes part in the z-buffer: the points in the boxes spanned by the
+        camera and each of the selection's cells in view, widened by a z-buffer cell at the selection's depth
+        (for a point that shares a z-buffer cell with a selected one off its ray); any other point is off
+        their rays, so the answer is the full z-buffer's."""
+        from find3d.query.render import project_points
+
+        if self._visibility is not None or index in self._frame_seen:
+            return np.isin(selected, self.frame_visibility(index), assume_unique=True)
+        hit = self.frame(index)
+        seen, _ = visible_points(self.points[selected], hit)
+        if not seen.any():
+            return seen
+        _, depth = project_points(self.points[selected[seen]], hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+        margin = 2.0 * float(depth.max()) * (1.0 + OCCLUSION_TOLERANCE) * ZBUFFER_STRIDE / min(hit.fx, hit.fy) + 1e-3
+        cell_of = np.empty(len(selected), np.int64)
+        cell_of[boxes.order] = np.repeat(np.arange(len(boxes.starts)), boxes.ends - boxes.starts)
+        groups = np.unique(cell_of[seen])
+        camera = hit.c2w[:3, 3]
+        low = np.minimum(boxes.lower[groups], camera) - margin  # (G, 3)
+        high = np.maximum(boxes.upper[groups], camera) + margin
+        cells = self.cells()
+        near = np.zeros(len(cells.starts), bool)
+        for start in range(0, len(groups), 64):  # (cells, 64, 3) comparisons at most
+            part = slice(start, start + 64)
+            near |= np.any(np.all(cells.upper[:, None] >= low[None, part], axis=2)
+                           & np.all(cells.lower[:, None] <= high[None, part], axis=2), axis=1)
+        # an axis-aligned box of a long diagonal ray holds much that is off it: of those cells, keep the ones
+        # whose image overlaps a group's (widened by two z-buffer cells) no farther than the group
+        near = np.flatnonzero(near)
+        mine, theirs = _image_boxes(cells, near, hit), _image_boxes(boxes, groups, hit)
+        widen = 2.0 * ZBUFFER_STRIDE
+        overlap = ((mine[:, None, 0] <= theirs[None, :, 1] + widen) & (mine[:, None, 1] >= theirs[None, :, 0] - widen)
+                   & (mine[:, None, 2] <= theirs[None, :, 3] + widen) & (mine[:, None, 3] >= theirs[None, :, 2] - widen)
+                   & (mine[:, None, 4] <= theirs[None, :, 5] * (1.0 + OCCLUSION_TOLERANCE)))
+        keep = np.zeros(len(cells.starts), bool)
+        keep[near] = overlap.any(axis=1) | (mine[:, 4] == -np.inf)
+        candidates = np.union1d(cells.points_in(keep), selected)
+        visible, _ = visible_points(self.points[candidates], hit)
+        return np.isin(selected, candidates[visible], assume_unique=True)
 
     def visibility(self) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, offsets)``: frame ``f`` sees points ``indices[offsets[f]:offsets[f + 1]]``.
 
-        Query-independent, so it is computed on first use (one z-buffer per frame over all points)
-        and kept: later queries only sum weights over it.
+        Query-independent, so it is computed on first use (one z-buffer per frame over the points of its
+        view's cells) and kept: later queries only sum weights over it. All frames at once: for scoring many
+        queries on one field (eval-3d); a query alone needs ``frame_visibility`` of a few frames.
         """
         if self._visibility is None:
-            seen = [np.flatnonzero(self.visible(index)).astype(np.int32) for index in range(len(self.frames))]
+            seen = [self._frame_seen[index] if index in self._frame_seen else self._visible_indices(index)
+                    for index in range(len(self.frames))]
             offsets = np.zeros(len(seen) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([len(part) for part in seen])
             self._visibility = (np.concatenate(seen) if seen else np.zeros(0, np.int32), offsets)
         return self._visibility
+
+    def frame_visibility(self, index: int) -> np.ndarray:
+        """(M,) int32 sorted indices of the points frame ``index`` sees (inside, in front, unoccluded), kept
+        until ``VISIBILITY_CACHE`` indices of other frames were used since (module docstring)."""
+        if self._visibility is not None:
+            indices, offsets = self._visibility
+            return indices[offsets[index]:offsets[index + 1]]
+        seen = self._frame_seen.pop(index, None)
+        if seen is None:
+            seen = self._visible_indices(index)
+            held = sum(len(part) for part in self._frame_seen.values())
+            while self._frame_seen and held + len(seen) > VISIBILITY_CACHE:
+                held -= len(self._frame_seen.pop(next(iter(self._frame_seen))))
+        self._frame_seen[index] = seen  # (re)inserted last: the most recently used
+        return seen
+
+    def _visible_indices(self, index: int) -> np.ndarray:
+        """``frame_visibility`` computed: a z-buffer among the points of the cells the view may hold."""
+        hit = self.frame(index)
+        candidates = self.cells().points_in(self.cells().in_view(Cameras([hit]))[0])
+        seen, _ = visible_points(self.points[candidates], hit)
+        return np.sort(candidates[seen]).astype(np.int32)
+
+    def cells(self) -> CellIndex:
+        """The points' spatial index (``CellIndex`` of ``VISIBILITY_CELL``), built on first use."""
+        if self._cells is None:
+            self._cells = CellIndex(self.points, VISIBILITY_CELL)
+        return self._cells
+
+    def _frames_viewing(self, boxes: CellIndex) -> np.ndarray:
+        """The frames whose view may hold one of the ``boxes`` (a selection's ``CellIndex``)."""
+        if self._cameras is None:
+            self._cameras = Cameras([self.frame(index) for index in range(len(self.frames))])
+        return np.flatnonzero(boxes.in_view(self._cameras).any(axis=1))
 
     def _seen_by(self) -> Any:
         """(N, frames) sparse CSR: row ``p`` marks the frames that see point ``p`` (``visibility`` by point)."""
@@ -417,6 +528,39 @@ class Field:
         return frame_hit(self.frames[index], index, score)
 
 
+def segment_vectors(labels: np.ndarray, features: np.ndarray, code: np.ndarray | None = None,
+                    decoder: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """(S, D) float32: the unit direction of the mean embedding of each segment's points (``labels`` (N,), -1:
+    none), from the (N, D) ``features`` or, with a PCA ``code`` and its ``decoder``, the code."""
+    coded = code is not None and decoder is not None
+    # With the PCA code the code itself is summed (d + 1 numbers a point) and decoded once: decoding is linear.
+    chunks = (code[:, start:start + CHUNK_ROWS].T if coded else features[start:start + CHUNK_ROWS]
+              for start in range(0, len(labels), CHUNK_ROWS))
+    sums = segment_sums(labels, chunks, code.shape[0] if coded else features.shape[1])
+    if coded:
+        mean, components = decoder
+        # the stored code is pre-scaled so that [code, scale] . [components, mean] is the unit vector
+        sums = sums[:, :-1] @ components + sums[:, -1:] * mean[None, :]
+    norms = np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return (sums / norms).astype(np.float32)
+
+
+def segment_sums(labels: np.ndarray, chunks: Iterable[np.ndarray], width: int) -> np.ndarray:
+    """(S, width) float64 sums per segment of the rows of ``chunks`` (consecutive (n, width) row blocks of the
+    points ``labels`` label, -1: none), as sparse (S, n) x (n, width) products a chunk at a time."""
+    from scipy.sparse import csr_matrix
+
+    count = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 0
+    sums, start = np.zeros((count, width), np.float64), 0
+    for values in chunks:
+        chunk = np.asarray(labels[start:start + len(values)])
+        rows = np.flatnonzero(chunk >= 0)
+        member = csr_matrix((np.ones(len(rows)), (chunk[rows], rows)), shape=(count, len(chunk)))
+        sums += member @ np.asarray(values, dtype=np.float64)
+        start += len(values)
+    return sums
+
+
 def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit:
     """A frame entry of an export's meta.json (``file_path``, ``c2w``, pinhole intrinsics) as a ``FrameHit``."""
     return FrameHit(index=index, file_path=entry["file_path"], score=score,
@@ -425,16 +569,129 @@ def frame_hit(entry: dict[str, Any], index: int, score: float = 0.0) -> FrameHit
                     width=int(entry["w"]), height=int(entry["h"]))
 
 
+class CellIndex:
+    """Points bucketed into cubes of ``size`` metres, with each cube's box of its points, to find quickly the
+    points a camera may see."""
+
+    def __init__(self, points: np.ndarray, size: float) -> None:
+        cells = np.floor(np.asarray(points, np.float64) / size).astype(np.int64)
+        if len(cells):  # one int64 per cell (a plain sort of 10M keys takes ~1 s, a lexsort of three rows ~4)
+            cells -= cells.min(axis=0)
+            span = cells.max(axis=0) + 1
+            keys = (cells[:, 0] * span[1] + cells[:, 1]) * span[2] + cells[:, 2]
+        else:
+            keys = np.zeros(0, np.int64)
+        order = np.argsort(keys)
+        index = np.int32 if len(order) < 2**31 else np.int64
+        self.order = order.astype(index)  # points, cell by cell
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.diff(sorted_keys)) + 1
+        self.starts = np.concatenate([[0], starts]).astype(np.int64) if len(order) else np.zeros(0, np.int64)
+        self.ends = np.append(self.starts[1:], len(order)).astype(np.int64)
+        inside = np.asarray(points, np.float32)[order] if len(order) else np.zeros((0, 3), np.float32)
+        self.lower = np.minimum.reduceat(inside, self.starts) if len(order) else inside
+        self.upper = np.maximum.reduceat(inside, self.starts) if len(order) else inside
+
+    def in_view(self, cameras: Cameras) -> np.ndarray:
+        """(frames, cells) bool: False where a cell's box is wholly outside a frame's view (behind the camera,
+        or all its corners in front of it and beyond one edge of the z-buffer's extent), True elsewhere."""
+        corners = np.stack([np.stack([np.where(corner & 4, self.upper[:, 0], self.lower[:, 0]),
+                                      np.where(corner & 2, self.upper[:, 1], self.lower[:, 1]),
+                                      np.where(corner & 1, self.upper[:, 2], self.lower[:, 2])], axis=1)
+                            for corner in range(8)], axis=1).reshape(-1, 3).astype(np.float64)  # (cells * 8, 3)
+        out = np.zeros((len(cameras), len(self.starts)), bool)
+        step = max(1, (1 << 22) // max(len(corners), 1))  # frames at a time: temporaries of ~100 MB at most
+        for start in range(0, len(cameras), step):
+            part = slice(start, start + step)
+            uv, depth = cameras.project(corners, part)
+            uv, depth = uv.reshape(len(uv), -1, 8, 2), depth.reshape(len(depth), -1, 8)
+            width, height = cameras.extent[part, 0][:, None, None], cameras.extent[part, 1][:, None, None]
+            beyond = (np.all(uv[..., 0] < 0, axis=2) | np.all(uv[..., 0] >= width, axis=2)
+                      | np.all(uv[..., 1] < 0, axis=2) | np.all(uv[..., 1] >= height, axis=2))
+            out[part] = np.any((depth > 0) & (depth <= VISIBILITY_RANGE), axis=2) \
+                & ~(np.all(depth > 0, axis=2) & beyond)
+        return out
+
+    def points_in(self, cells: np.ndarray) -> np.ndarray:
+        """Indices of the points in the cells marked True (cell by cell)."""
+        starts, ends = self.starts[cells], self.ends[cells]
+        lengths = ends - starts
+        if not lengths.sum():
+            return np.zeros(0, np.int64)
+        # one arange over all the cells' runs: each run's positions, shifted to its start
+        shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        return self.order[np.arange(lengths.sum()) + shift].astype(np.int64)
+
+
+def _image_boxes(index: CellIndex, cells: np.ndarray, hit: FrameHit) -> np.ndarray:
+    """(len(cells), 6): the image box (u0, u1, v0, v1) of each cell's box and its nearest and farthest depth; a
+    box with a corner behind the camera gets an unbounded image box and depth -inf (it may be anywhere), one
+    wholly behind it an empty one at depth +inf (it is nowhere)."""
+    from find3d.query.render import project_points
+
+    lower, upper = index.lower[cells], index.upper[cells]
+    corners = np.stack([np.where(np.array([(c >> 2) & 1, (c >> 1) & 1, c & 1], bool), upper, lower)
+                        for c in range(8)], axis=1).reshape(-1, 3)
+    uv, depth = project_points(corners, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
+    uv, depth = uv.reshape(-1, 8, 2), depth.reshape(-1, 8)
+    out = np.stack([uv[..., 0].min(1), uv[..., 0].max(1), uv[..., 1].min(1), uv[..., 1].max(1), depth.min(1),
+                    depth.max(1)], axis=1)
+    behind = np.any(depth <= 0, axis=1)
+    out[behind] = [-np.inf, np.inf, -np.inf, np.inf, -np.inf, np.inf]
+    out[np.all(depth <= 0, axis=1)] = [np.inf, -np.inf, np.inf, -np.inf, np.inf, -np.inf]
+    return out
+
+
+class Cameras:
+    """Frames' pinhole cameras stacked, to project one set of points into many frames at once."""
+
+    def __init__(self, hits: list[FrameHit]) -> None:
+        self.c2w = np.array([hit.c2w for hit in hits], np.float64).reshape(-1, 4, 4)
+        self.intrinsics = np.array([(hit.fx, hit.fy, hit.cx, hit.cy) for hit in hits], np.float64).reshape(-1, 4)
+        # the extent of each frame's z-buffer (``visible_points``), whole cells of ZBUFFER_STRIDE px
+        self.extent = np.array([(-(-hit.width // ZBUFFER_STRIDE) * ZBUFFER_STRIDE,
+                                 -(-hit.height // ZBUFFER_STRIDE) * ZBUFFER_STRIDE) for hit in hits],
+                               np.float64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.c2w)
+
+    def weight_in_view(self, points: np.ndarray, weights: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """(len(frames),) the ``weights`` of the ``points`` that project in front of each frame's camera and inside
+        its z-buffer's extent, widened by a pixel (an upper bound of what the frame sees, whatever the rounding)."""
+        out = np.zeros(len(frames))
+        step = max(1, (1 << 22) // max(len(points), 1))
+        points = np.asarray(points, np.float64)
+        for start in range(0, len(frames), step):
+            part = np.asarray(frames[start:start + step])
+            uv, depth = self.project(points, part)
+            extent = self.extent[part][:, None, :]
+            inside = (depth > -1e-6) & (depth <= VISIBILITY_RANGE + 1e-6) & np.all((uv >= -1.0) & (uv < extent + 1.0),
+                                                                                 axis=2)
+            out[start:start + step] = inside @ weights
+        return out
+
+    def project(self, points: np.ndarray, frames: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """((F, N, 2) pixel coordinates, (F, N) depth) of ``points`` in the ``frames``, as ``project_points``."""
+        c2w, (fx, fy, cx, cy) = self.c2w[frames], self.intrinsics[frames].T[..., None]
+        local = np.einsum("fnk,fkj->fnj", points[None] - c2w[:, None, :3, 3], c2w[:, :3, :3])
+        depth = -local[..., 2]
+        safe = np.where(np.abs(depth) < 1e-9, 1e-9, depth)
+        return np.stack([fx * local[..., 0] / safe + cx, -fy * local[..., 1] / safe + cy], axis=-1), depth
+
+
 def visible_points(points: np.ndarray, hit: FrameHit, subset: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(bool mask over ``subset`` (default all points): which points the frame sees (inside, in front,
-    unoccluded by a z-buffer of all points at ``ZBUFFER_STRIDE`` px), their (n, 2) pixel coordinates)."""
+    """(bool mask over ``subset`` (default all points): which points the frame sees (inside, in front, within
+    ``VISIBILITY_RANGE``, unoccluded by a z-buffer of all points at ``ZBUFFER_STRIDE`` px), their (n, 2) pixel
+    coordinates)."""
     from find3d.query.render import project_points
 
     rows, cols = -(-hit.height // ZBUFFER_STRIDE), -(-hit.width // ZBUFFER_STRIDE)
     uv, depth = project_points(points, hit.c2w, hit.fx, hit.fy, hit.cx, hit.cy)
     cell_x, cell_y = np.floor(uv[:, 0] / ZBUFFER_STRIDE), np.floor(uv[:, 1] / ZBUFFER_STRIDE)
-    inside = (depth > 0) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) & (cell_y < rows)
+    inside = (depth > 0) & (depth <= VISIBILITY_RANGE) & (cell_x >= 0) & (cell_x < cols) & (cell_y >= 0) \
+        & (cell_y < rows)
     cell = np.where(inside, cell_y * cols + cell_x, -1).astype(np.int64)
     zbuffer = np.full(rows * cols, np.inf)
     np.minimum.at(zbuffer, cell[inside], depth[inside])
@@ -542,34 +799,80 @@ def _memmap(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def read_ply(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(points (N, 3) float32, colours (N, 3) float32 in [0, 1], zeros if none) of a PLY file."""
-    import open3d as o3d
-
+    """(points (N, 3) float32, colours (N, 3) float32 in [0, 1], zeros if none) of a PLY file: numpy for a
+    binary vertex list (what ``write_ply`` and open3d write: no 5 s open3d import before a first query),
+    open3d for anything else."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; {_FIX}.")
+    vertices = _binary_vertices(path)
+    if vertices is not None:
+        points = np.stack([vertices[axis] for axis in "xyz"], axis=1).astype(np.float32)
+        if not all(channel in vertices.dtype.names for channel in ("red", "green", "blue")):
+            return points, np.zeros_like(points)
+        colors = np.stack([vertices[c] for c in ("red", "green", "blue")], axis=1).astype(np.float32)
+        return points, colors / 255.0 if vertices.dtype["red"].kind == "u" else colors
+    import open3d as o3d
+
     cloud = o3d.io.read_point_cloud(str(path))
     points = np.asarray(cloud.points, dtype=np.float32)
     colors = np.asarray(cloud.colors, dtype=np.float32) if cloud.has_colors() else np.zeros_like(points)
     return points, colors
 
 
-def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
-    """Write points (and colours in [0, 1]) with open3d, atomically (temporary file + rename)."""
-    import open3d as o3d
+_PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "<i2", "ushort": "<u2", "int": "<i4", "uint": "<u4",
+              "float": "<f4", "double": "<f8", "int8": "i1", "uint8": "u1", "int16": "<i2", "uint16": "<u2",
+              "int32": "<i4", "uint32": "<u4", "float32": "<f4", "float64": "<f8"}
 
+
+def _binary_vertices(path: Path) -> np.ndarray | None:
+    """The vertex records of a little-endian binary PLY whose only element is ``vertex`` with scalar x, y, z
+    (and more scalar properties); None for any other PLY (open3d reads those)."""
+    with open(path, "rb") as handle:
+        if handle.readline().strip() != b"ply":
+            return None
+        count, fields, binary = None, [], False
+        for _ in range(64):
+            line = handle.readline().decode("ascii", "replace").split()
+            if not line or line[0] in ("comment", "obj_info"):
+                continue
+            if line[0] == "end_header":
+                break
+            if line[0] == "format":
+                binary = line[1:2] == ["binary_little_endian"]
+            elif line[0] == "element":
+                if count is not None or line[1] != "vertex":
+                    return None
+                count = int(line[2])
+            elif line[0] == "property" and len(line) == 3 and line[1] in _PLY_TYPES:
+                fields.append((line[2], _PLY_TYPES[line[1]]))
+            else:
+                return None
+        else:
+            return None
+        dtype = np.dtype(fields) if fields else None
+        if not binary or count is None or dtype is None or not {"x", "y", "z"} <= set(dtype.names):
+            return None
+        vertices = np.fromfile(handle, dtype=dtype, count=count)
+    return vertices if len(vertices) == count else None
+
+
+def write_ply(path: str | os.PathLike, points: np.ndarray, colors: np.ndarray | None = None) -> None:
+    """Write points (float32) and colours (in [0, 1], stored as bytes) as a binary PLY file, atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64)))
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if colors is not None:
-        cloud.colors = o3d.utility.Vector3dVector(np.asarray(colors, dtype=np.float64))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.ply'}")  # open3d picks the writer by suffix
-    try:
-        if len(points) == 0:  # an empty selection is a valid answer, but open3d refuses to write it
-            tmp.write_text("ply\nformat ascii 1.0\nelement vertex 0\nproperty double x\nproperty double y\n"
-                           "property double z\nend_header\n")
-        elif not o3d.io.write_point_cloud(str(tmp), cloud):
-            raise DataError(f"{path}: open3d could not write the point cloud; check the folder and free space.")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    vertices = np.empty(len(points), dtype=fields)
+    for axis, name in enumerate("xyz"):
+        vertices[name] = points[:, axis]
+    if colors is not None:
+        bytes_ = np.clip(np.round(np.asarray(colors, dtype=np.float64).reshape(-1, 3) * 255.0), 0, 255)
+        for channel, name in enumerate(("red", "green", "blue")):
+            vertices[name] = bytes_[:, channel]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}",
+              *(f"property {'float' if kind == '<f4' else 'uchar'} {name}" for name, kind in fields), "end_header", ""]
+    with atomic_open(path) as handle:
+        handle.write("\n".join(header).encode("ascii"))
+        handle.write(vertices.tobytes())

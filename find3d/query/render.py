@@ -103,8 +103,7 @@ def _frame_image(field: Field, frame: FrameHit) -> np.ndarray | None:
 
 
 def _visible_of(field: Field, indices: np.ndarray, frame_index: int) -> np.ndarray:
-    seen, offsets = field.visibility()  # cached; built by the frame ranking that chose the frame
-    return np.intersect1d(indices, seen[offsets[frame_index]:offsets[frame_index + 1]])
+    return np.intersect1d(indices, field.frame_visibility(frame_index))  # this frame's only (a large field has many)
 
 
 def _caption(picture: np.ndarray, text: str) -> np.ndarray:

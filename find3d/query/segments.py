@@ -65,6 +65,8 @@ LIGHTNESS_WEIGHT = 0.3  # share of a CIELAB lightness difference that counts tow
 STRICT_AGREEMENT_COLOUR = 0.9  # border agreement that merges fragments of different colour (a painted toy)
 NEIGHBOUR_DELTAS = (HALF_NEIGHBOURHOOD[:, 0] << (2 * KEY_BITS)) + (HALF_NEIGHBOURHOOD[:, 1] << KEY_BITS) \
     + HALF_NEIGHBOURHOOD[:, 2]
+NODE_CHUNK = 1 << 18  # nodes whose neighbours are searched at once
+EDGE_CHUNK = 1 << 16  # edges whose embeddings or colours are compared at once: bounds the (edges, D) temporaries
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,19 @@ def cell_keys(xyz: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def neighbour_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Touching pairs among sorted unique ``keys``: ``(i, k, j)`` with ``keys[j] == keys[i] + NEIGHBOUR_DELTAS[k]``."""
-    if len(keys) == 0:
-        return (np.zeros(0, np.int64),) * 3
-    found = np.searchsorted(keys, keys[:, None] + NEIGHBOUR_DELTAS[None, :])
-    found = np.minimum(found, len(keys) - 1)
-    hit = keys[found] == keys[:, None] + NEIGHBOUR_DELTAS[None, :]
-    i, k = np.nonzero(hit)
-    return i, k, found[i, k]
+    """Touching pairs among sorted unique ``keys``: ``(i, k, j)`` with ``keys[j] == keys[i] + NEIGHBOUR_DELTAS[k]``,
+    in ``i`` order; ``i`` and ``j`` int32 (int64 from 2^31 keys on), ``k`` int8. Found ``NODE_CHUNK`` keys at a
+    time, so the (keys, 13) searches never hold more than a chunk (a 10M-voxel map's would be gigabytes)."""
+    index = np.int32 if len(keys) < 2**31 else np.int64
+    parts = []
+    for start in range(0, len(keys), NODE_CHUNK):
+        wanted = np.asarray(keys[start:start + NODE_CHUNK], np.int64)[:, None] + NEIGHBOUR_DELTAS[None, :]
+        found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        i, k = np.nonzero(np.asarray(keys[found]) == wanted)
+        parts.append(((i + start).astype(index), k.astype(np.int8), found[i, k].astype(index)))
+    if not parts:
+        return np.zeros(0, index), np.zeros(0, np.int8), np.zeros(0, index)
+    return tuple(np.concatenate([part[n] for part in parts]) for n in range(3))  # type: ignore[return-value]
 
 
 class MaskVotes:
@@ -247,8 +254,10 @@ def segment_nodes(keys: np.ndarray, centres: np.ndarray, weights: np.ndarray,
                   parameters: SegmentParameters = SegmentParameters(), features: np.ndarray | None = None,
                   votes: MaskVotes | None = None, rows: np.ndarray | None = None,
                   colors: np.ndarray | None = None) -> np.ndarray:
-    """(n,) int32 instance label of each node (sorted unique ``keys``, their ``centres`` and point counts
-    ``weights``; ``votes`` rows ``rows``, default ``arange(n)``), -1 for speckle (module docstring)."""
+    """(n,) int32 instance label of each node (sorted unique ``keys``, their ``centres``, point counts
+    ``weights`` and ``colors``), -1 for speckle (module docstring). ``votes`` and ``features`` (embeddings,
+    unit or not: a map's sums do) are the caller's rows: node ``i``'s is row ``rows[i]``, default ``i``, so a
+    map passes its own arrays, never a reordered copy."""
     n = len(keys)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     plane = _planes(centres, weights, parameters)
@@ -256,7 +265,8 @@ def segment_nodes(keys: np.ndarray, centres: np.ndarray, weights: np.ndarray,
     join = plane[i] == plane[j]  # never across a plane's border
     objects = plane[i] < 0
     if features is not None and parameters.feature_cosine > -1:
-        join &= ~objects | ((features[i] * features[j]).sum(axis=1) >= parameters.feature_cosine)
+        tested = np.flatnonzero(join & objects)  # the test only ever cuts an edge between two objects' nodes
+        join[tested] = _edge_cosines(features, rows[i[tested]], rows[j[tested]]) >= parameters.feature_cosine
     seen = None if votes is None else votes.seen[rows[i], k]
     if seen is None or not seen.any():  # no mask saw two touching nodes: geometry alone decides
         pieces = _components(n, i[join], j[join])
@@ -265,7 +275,7 @@ def segment_nodes(keys: np.ndarray, centres: np.ndarray, weights: np.ndarray,
         # fragments: only edges the masks confirm; the rest is decided between whole fragments below
         sure = (seen >= parameters.min_views) & (same >= STRICT_AGREEMENT * seen)
         if colors is not None:  # and a colour edge is a border until the fragments' vote says otherwise
-            sure &= _colour_distance(colors[i], colors[j]) <= parameters.colour_distance
+            sure &= _edges(lambda a, b: _colour_distance(colors[a], colors[b]), i, j) <= parameters.colour_distance
         pieces = _components(n, i[join & (~objects | sure)], j[join & (~objects | sure)])
         pieces = _merge_fragments(pieces, i[join & objects], j[join & objects], seen[join & objects],
                                   same[join & objects], parameters, weights, colors)
@@ -277,54 +287,93 @@ def _merge_fragments(pieces: np.ndarray, i: np.ndarray, j: np.ndarray, seen: np.
     """Join touching fragments whose whole shared border the masks agree on (average linkage): summed
     over every edge between two fragments, at least ``agreement`` of the views that saw both ends put
     them in one mask, from ``min_views`` views up. A few edges that one merged mask joined cannot bridge
-    two objects whose border is otherwise cut. Mutual best pairs merge first, round after round."""
+    two objects whose border is otherwise cut. Mutual best pairs merge first, round after round.
+
+    The edges are summed into fragment pairs once; a round merges pairs of that table (whose sums add up
+    as fragments merge) and the fragments' colour sums, so a round costs the fragments, not the edges."""
+    a, b = pieces[i], pieces[j]
+    across = a != b
+    count = int(pieces.max()) + 1 if len(pieces) else 0
+    low, high = np.minimum(a[across], b[across]), np.maximum(a[across], b[across])
+    pairs, total_seen, total_same = _pair_sums(low, high, seen[across], same[across], count)
+    label = np.arange(count)  # each original fragment's fragment now
+    if colors is not None:
+        mass = np.bincount(pieces, weights=weights, minlength=count)
+        colour_sums = np.stack([np.bincount(pieces, weights=weights * colors[:, c], minlength=count)
+                                for c in range(colors.shape[1])], axis=1)
+        lab = rgb_to_lab(colour_sums / np.maximum(mass, 1e-12)[:, None])  # of each fragment's mean colour
     for _ in range(64):
-        a, b = pieces[i], pieces[j]
-        across = a != b
-        if not across.any():
+        if not len(pairs):
             break
-        low, high = np.minimum(a[across], b[across]), np.maximum(a[across], b[across])
-        pairs, inverse = np.unique(np.stack([low, high], axis=1), axis=0, return_inverse=True)
-        total_seen = np.bincount(inverse.ravel(), weights=seen[across], minlength=len(pairs))
-        total_same = np.bincount(inverse.ravel(), weights=same[across], minlength=len(pairs))
         score = total_same / np.maximum(total_seen, 1e-9)
         good = (total_seen >= parameters.min_views) & (score >= parameters.agreement)
         if colors is not None:
             # two touching fragments of clearly different colour need the masks' clear word to merge
-            mean = _piece_means(pieces, colors, weights)
-            apart = _colour_distance(mean[pairs[:, 0]], mean[pairs[:, 1]]) > parameters.colour_distance
+            apart = _lab_distance(lab[pairs[:, 0]], lab[pairs[:, 1]]) > parameters.colour_distance
             good &= ~apart | (score >= STRICT_AGREEMENT_COLOUR)
         if not good.any():
             break
-        pairs, score = pairs[good], score[good]
+        chosen, score = pairs[good], score[good]
         # each fragment's best partner; a pair merges when each is the other's best (no chains per round)
-        best = np.full(int(pieces.max()) + 1, -1.0)
-        np.maximum.at(best, pairs[:, 0], score)
-        np.maximum.at(best, pairs[:, 1], score)
-        mutual = (score >= best[pairs[:, 0]]) & (score >= best[pairs[:, 1]])
-        mapping = np.arange(len(best))
-        chosen = pairs[mutual]
+        best = np.full(count, -1.0)
+        np.maximum.at(best, chosen[:, 0], score)
+        np.maximum.at(best, chosen[:, 1], score)
+        chosen = chosen[(score >= best[chosen[:, 0]]) & (score >= best[chosen[:, 1]])]
         # a fragment tied between two partners merges with one of them this round
         chosen = chosen[np.unique(chosen[:, 0], return_index=True)[1]]
         chosen = chosen[np.unique(chosen[:, 1], return_index=True)[1]]
         chosen = chosen[~np.isin(chosen[:, 0], chosen[:, 1])]
+        mapping = np.arange(count)
         mapping[chosen[:, 1]] = chosen[:, 0]
-        pieces = mapping[pieces]
-    return pieces
+        label = mapping[label]
+        if colors is not None:
+            np.add.at(mass, chosen[:, 0], mass[chosen[:, 1]])
+            np.add.at(colour_sums, chosen[:, 0], colour_sums[chosen[:, 1]])
+            lab[chosen[:, 0]] = rgb_to_lab(colour_sums[chosen[:, 0]] / np.maximum(mass[chosen[:, 0]], 1e-12)[:, None])
+        merged = mapping[pairs]
+        keep = merged[:, 0] != merged[:, 1]
+        pairs, total_seen, total_same = _pair_sums(np.minimum(merged[keep, 0], merged[keep, 1]),
+                                                   np.maximum(merged[keep, 0], merged[keep, 1]),
+                                                   total_seen[keep], total_same[keep], count)
+    return label[pieces]
 
 
-def _piece_means(pieces: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(pieces, C) weighted mean of ``values`` per piece."""
-    total = np.bincount(pieces, weights=weights)
-    sums = np.stack([np.bincount(pieces, weights=weights * values[:, c], minlength=len(total))
-                     for c in range(values.shape[1])], axis=1)
-    return sums / np.maximum(total, 1e-12)[:, None]
+def _pair_sums(low: np.ndarray, high: np.ndarray, seen: np.ndarray, same: np.ndarray, count: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unique (low, high) pairs of labels below ``count``, sorted; their summed ``seen``, ``same``)."""
+    # one int64 per pair sorts as the (low, high) rows would, and far faster than np.unique(axis=0)
+    codes, inverse = np.unique(np.asarray(low, np.int64) * count + high, return_inverse=True)
+    pairs = np.stack([codes // max(count, 1), codes % max(count, 1)], axis=1)
+    return (pairs, np.bincount(inverse, weights=seen, minlength=len(pairs)),
+            np.bincount(inverse, weights=same, minlength=len(pairs)))
+
+
+def _edge_cosines(features: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(E,) cosine of the two ends' embeddings (unit or not: a map's sums, a memory-mapped float16 export)."""
+    def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        left, right = np.asarray(features[a], np.float32), np.asarray(features[b], np.float32)
+        norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
+        return (left * right).sum(axis=1) / np.maximum(norms, 1e-30)
+
+    return _edges(cosines, i, j)
+
+
+def _edges(measure: Callable[[np.ndarray, np.ndarray], np.ndarray], i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``measure(i, j)`` over the edges ``EDGE_CHUNK`` at a time."""
+    out = np.empty(len(i), np.float64)
+    for start in range(0, len(i), EDGE_CHUNK):
+        out[start:start + EDGE_CHUNK] = measure(i[start:start + EDGE_CHUNK], j[start:start + EDGE_CHUNK])
+    return out
 
 
 def _colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """CIE76 distance of RGB colours in [0, 1] with lightness weighted by ``LIGHTNESS_WEIGHT``: hue and
     saturation tell two objects apart, while shading and shadows mostly change lightness alone."""
-    lab_a, lab_b = rgb_to_lab(a), rgb_to_lab(b)
+    return _lab_distance(rgb_to_lab(a), rgb_to_lab(b))
+
+
+def _lab_distance(lab_a: np.ndarray, lab_b: np.ndarray) -> np.ndarray:
+    """``_colour_distance`` of colours already in CIELAB."""
     return np.sqrt(((lab_a[:, 1:] - lab_b[:, 1:]) ** 2).sum(axis=1)
                    + (LIGHTNESS_WEIGHT * (lab_a[:, 0] - lab_b[:, 0])) ** 2)
 

@@ -226,12 +226,7 @@ class SceneBuilder:
         for body, name, surface in stuff:
             self._dress(body, surface)
             bodies[body] = name
-        placed: list[int] = []
-        for index, obj in enumerate(spec.objects):
-            body = self._place(obj)
-            if obj.contact is not None:
-                self._settle(body, obj.contact, placed[obj.contact.partner])
-            placed.append(body)
+        for index, body in enumerate(self._place_objects(spec.objects)):
             bodies[body] = index
         return bodies
 
@@ -314,6 +309,16 @@ class SceneBuilder:
                                                                    physicsClientId=cid)
         p.changeVisualShape(body, -1, textureUniqueId=texture, rgbaColor=(*TINTS[surface.tint], 1.0),
                             physicsClientId=cid)
+
+    def _place_objects(self, objects: tuple[PlacedObject, ...]) -> list[int]:
+        """Each object's body, in order; one in contact settles against its partner, placed before it."""
+        placed: list[int] = []
+        for obj in objects:
+            body = self._place(obj)
+            if obj.contact is not None:
+                self._settle(body, obj.contact, placed[obj.contact.partner])
+            placed.append(body)
+        return placed
 
     def _place(self, obj: PlacedObject) -> int:
         category = obj.category
