@@ -74,6 +74,18 @@ def test_a_spilling_map_forgets_nothing(tmp_path: Path) -> None:
     assert found.frames and found.frames[0].index == expected.frames[0].index
 
 
+def test_a_copy_after_more_frames_cuts_its_instances_again() -> None:
+    """A query cuts the instances, more frames add voxels, then a save copies the map: the old cut (fewer
+    voxels than the map now holds) must not be carried over (a mapping node crashed in its last save)."""
+    voxels = VoxelMap(DIM, 0.02)
+    voxels.integrate(frame(0))
+    voxels.segments()
+    assert voxels.integrate(frame(VIEWS)) > 0  # the next room: new voxels
+    copy = voxels.copy()
+    np.testing.assert_array_equal(copy.segments()[np.argsort(copy.gathered()[0])],
+                                  voxels.segments()[np.argsort(voxels.gathered()[0])])
+
+
 def test_eviction_only_when_asked_and_counted(tmp_path: Path) -> None:
     evicting = VoxelMap(DIM, 0.02, SMALL, ColdStore(tmp_path, DIM), spill=False)
     for step in range(STEPS):

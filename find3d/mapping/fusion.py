@@ -282,7 +282,9 @@ class VoxelMap:
         other = VoxelMap(self.dim, self.voxel, self.max_voxels, None if self.cold is None else self.cold.view(),
                          self.spill)
         other.restore(self.keys, self._rows(self.slots), self.tick, self.evicted, self.spilled)
-        if self._segments is not None:  # the copy's rows are in key order; the instances carry over
+        # Instances cut since the last frame carry over (the copy's rows are in key order); older ones
+        # describe fewer voxels than the map now holds and are cut again when asked.
+        if self._segments is not None and self._segments[0] == self.tick:
             tick, parameters, labels = self._segments
             rows = np.concatenate([self.slots, np.arange(self.count, len(labels))])
             other._segments = (tick, parameters, labels[rows])
