@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import median_seconds
 
 VISION = ("efficientnet-lite0", "mobilenetv2")
 LANGUAGE = ("minilm-l6", "smollm2-135m")
@@ -35,16 +35,6 @@ SENTENCES = [
     "the teddy bear sitting behind the lego bricks",
 ] * 4
 RESULTS = Path(__file__).resolve().parent / "results" / "encoders.md"
-
-
-def _median_seconds(step: Callable[[], object], repeats: int = REPEATS) -> float:
-    step()  # warm-up: first-call allocations and kernel selection
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _peak_rss_mib() -> float:
@@ -74,13 +64,13 @@ def vision_worker(name: str) -> list[dict]:
     for size in SIZES:
         pixels = _images(size, BATCH)
         floats = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
-        seconds = _median_seconds(lambda floats=floats: encoder(floats))
+        seconds = median_seconds(lambda floats=floats: encoder(floats), REPEATS)
         with tempfile.TemporaryDirectory() as root:
             cache = FeatureCache(root, encoder)
             start = time.perf_counter()
             cache(pixels)  # miss: backbone + float16 write
             cold = time.perf_counter() - start
-            hit = _median_seconds(lambda cache=cache, pixels=pixels: cache(pixels))
+            hit = median_seconds(lambda cache=cache, pixels=pixels: cache(pixels), REPEATS)
             assert cache.misses == BATCH and cache.hits == BATCH * (REPEATS + 1)
         rows.append(
             {
@@ -100,7 +90,7 @@ def language_worker(name: str) -> list[dict]:
     encoder = build_language_encoder(name)
     load_s = time.perf_counter() - start
     tokens = int(encoder(SENTENCES).mask.sum())
-    seconds = _median_seconds(lambda: encoder(SENTENCES))
+    seconds = median_seconds(lambda: encoder(SENTENCES), REPEATS)
     return [
         {
             "encoder": name, "layer": encoder.layer, "dim": encoder.dim, "load_s": load_s, "texts": len(SENTENCES),

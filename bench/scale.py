@@ -30,7 +30,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from maps import ROOT, WORK_HELP, cameras, fuse, open_scene, prepare, session
+from timing import median_seconds
 
 RESULTS = ROOT / "bench" / "results" / "scale.md"
 FLOOR_SPACING = (16.0, 8.0)  # m between copies of the floor (3 rooms of 4 m in a row)
@@ -190,16 +190,6 @@ def load_and_query(folder: Path, queries: Path) -> None:
                       "points": len(field), **status()}))
 
 
-def median_time(step: Any, repeat: int = 5) -> float:
-    step()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def stages(scene: Any, live: Any, work: Path, model: Any) -> dict[str, Any]:
     from find3d.mapping.store import save_map
     from find3d.query.answer import answer
@@ -219,28 +209,28 @@ def stages(scene: Any, live: Any, work: Path, model: Any) -> dict[str, Any]:
     result = field.query(query, negatives, top_k_frames=0)
     scores = np.append(field.instance_relevancy(query, negatives), 0.0).astype(np.float32)
     buffer = np.empty(len(field), np.float32)
-    out["objects_query_s"] = median_time(lambda: field.query(query, negatives, top_k_frames=0))
-    out["objects_floor_s"] = median_time(lambda: np.take(scores, field.segments, out=buffer))
+    out["objects_query_s"] = median_seconds(lambda: field.query(query, negatives, top_k_frames=0))
+    out["objects_floor_s"] = median_seconds(lambda: np.take(scores, field.segments, out=buffer))
     out["selected"] = len(result.indices)
     _, *out["points_first"] = measured(lambda: field.query(query, negatives, top_k_frames=0, objects=False))
-    out["points_query_s"] = median_time(lambda: field.query(query, negatives, top_k_frames=0, objects=False), 2)
+    out["points_query_s"] = median_seconds(lambda: field.query(query, negatives, top_k_frames=0, objects=False), 2)
     # what a per-point query reads: the PCA code where the export has one (a saved map's has), else the embeddings
     read = field.code if field.code is not None else field.features
     flat = np.asarray(read).reshape(-1).view(np.uint8)
     words, chunk = flat[:len(flat) // 8 * 8].view(np.uint64), 1 << 24
-    out["points_floor_s"] = median_time(
+    out["points_floor_s"] = median_seconds(
         lambda: [np.add.reduce(words[start:start + chunk]) for start in range(0, len(words), chunk)], 2)
     out["features_gib"] = read.nbytes / 2**30
     out["features_read"] = "PCA code" if field.code is not None else "embeddings"
     first = field.segments[result.indices[0]] if len(result.indices) else -1
     instance = result.indices[field.segments[result.indices] == first] if len(result.indices) else np.arange(100)
     _, *out["rank_first"] = measured(lambda: field.rank_frames(result.relevancy, instance, 5))
-    out["rank_warm_s"] = median_time(lambda: field.rank_frames(result.relevancy, instance, 5))
+    out["rank_warm_s"] = median_seconds(lambda: field.rank_frames(result.relevancy, instance, 5))
     out["instance_points"] = len(instance)
     relations = [task["text"] for task in interleaved_queries(scene) if "view" not in task]
     relation = relations[0] if relations else f"the {category} next to the table"
     _, *out["relation_first"] = measured(lambda: answer(field, model, relation))
-    out["relation_warm_s"] = median_time(lambda: answer(field, model, relation), 3)
+    out["relation_warm_s"] = median_seconds(lambda: answer(field, model, relation), 3)
     out["relation"] = relation
     out["frames"], out["points"] = len(field.frames), len(field)
     return out
