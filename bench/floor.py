@@ -26,7 +26,6 @@ tables and writes them to ``bench/results/floor.md``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 from maps import ROOT, WORK_HELP, as_field, cameras, fuse, open_scene, prepare, score, session
 from memory import peak_extra_mib
+from timing import growth_exponent
 
 RESULTS = ROOT / "bench" / "results" / "floor.md"
 
@@ -202,7 +202,7 @@ def report(args: argparse.Namespace, qualities: dict[int, dict], growths: dict[i
                      for s in sizes]
             t0, t1 = growths[first]["stages"][stage][0], growths[last]["stages"][stage][0]
             views = growths[last]["views"] / growths[first]["views"]
-            exponent = math.log(max(t1, 1e-6) / max(t0, 1e-6)) / math.log(views) if views > 1 else 0.0
+            exponent = growth_exponent(t0, t1, views)
             lines.append(f"| {stage} | " + " | ".join(cells) + f" | {exponent:.2f} |")
         lines += ["", "| size | frames in the field | voxels | in memory | spilled runs | on disk (MiB) |",
                   "|---|---:|---:|---:|---:|---:|"]

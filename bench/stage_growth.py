@@ -17,7 +17,6 @@ Command: ``.venv/bin/python bench/stage_growth.py`` (about an hour on 2 shared c
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from timing import growth_exponent
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "stage_growth.md"
@@ -72,10 +73,6 @@ def run_size(args: argparse.Namespace, views: int, size: int, work: Path) -> dic
     return out
 
 
-def exponent(small: float, large: float, ratio: float) -> float:
-    return math.log(max(large, 1e-6) / max(small, 1e-6)) / math.log(ratio)
-
-
 def format_report(args: argparse.Namespace, by_views: dict[int, dict], by_size: dict[int, dict]) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = ["# Stage cost against scene size", "",
@@ -92,7 +89,7 @@ def format_report(args: argparse.Namespace, by_views: dict[int, dict], by_size: 
               "|---|" + "---:|" * (len(sizes) + 1)]
     for stage in STAGES:
         cells = [f"{by_views[v][stage][0]:.1f} s, {by_views[v][stage][1]:.0f} MiB" for v in sizes]
-        slope = exponent(by_views[sizes[0]][stage][0], by_views[sizes[-1]][stage][0], sizes[-1] / sizes[0])
+        slope = growth_exponent(by_views[sizes[0]][stage][0], by_views[sizes[-1]][stage][0], sizes[-1] / sizes[0])
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {slope:.2f} |")
     for v in sizes:
         depth, render = by_views[v]["export-field (depth)"][0], by_views[v]["export-field (rendered depth)"][0]
@@ -104,7 +101,7 @@ def format_report(args: argparse.Namespace, by_views: dict[int, dict], by_size: 
                   "|---|" + "---:|" * (len(px) + 1)]
         for stage in STAGES:
             cells = [f"{by_size[p][stage][0]:.1f} s, {by_size[p][stage][1]:.0f} MiB" for p in px]
-            slope = exponent(by_size[px[0]][stage][0], by_size[px[-1]][stage][0], (px[-1] / px[0]) ** 2)
+            slope = growth_exponent(by_size[px[0]][stage][0], by_size[px[-1]][stage][0], (px[-1] / px[0]) ** 2)
             lines.append(f"| {stage} | " + " | ".join(cells) + f" | {slope:.2f} |")
     return "\n".join(lines) + "\n"
 
