@@ -34,6 +34,7 @@ def frame_stats(truth: np.ndarray, segments: np.ndarray, things: set[int], min_p
     """Counts of objects (``things``: the table, floor and walls are not) cut out, merged with a neighbour,
     or missed in one frame."""
     counts = {"objects": 0, "recall50": 0, "merged": 0, "missed": 0}
+    segment_sizes = np.bincount(segments.ravel())
     sizes = {int(i): int(n) for i, n in zip(*np.unique(truth, return_counts=True)) if int(i) in things}
     for obj, size in sizes.items():
         if size < min_pixels:
@@ -44,7 +45,7 @@ def frame_stats(truth: np.ndarray, segments: np.ndarray, things: set[int], min_p
         if not len(ids):
             counts["missed"] += 1
             continue
-        seg_sizes = np.array([(segments == i).sum() for i in ids])
+        seg_sizes = segment_sizes[ids]
         if (overlap / (size + seg_sizes - overlap)).max() >= 0.5:
             counts["recall50"] += 1
         main = ids[overlap.argmax()]

@@ -37,14 +37,15 @@ STAGES = ("make-scene", "embed-frames", "ns-train", "export-field (depth)", "exp
 
 def timed(command: list[str]) -> tuple[float, float]:
     """(wall seconds, peak resident MiB) of one command, run to the end; a failure stops the benchmark."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-3000:]}")
-    process.stderr.close()
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a chatty stage never blocks on a full pipe
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            log.seek(0)
+            sys.exit(f"{' '.join(command)} failed:\n{log.read().decode()[-3000:]}")
     return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
 
 
