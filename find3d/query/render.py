@@ -107,16 +107,23 @@ def _visible_of(field: Field, indices: np.ndarray, frame_index: int) -> np.ndarr
 
 
 def _caption(picture: np.ndarray, text: str) -> np.ndarray:
-    """The picture with ``text`` on a dark band along its top (wrapped to the width)."""
-    import textwrap
-
-    from PIL import Image, ImageDraw
+    """The picture with ``text`` on a dark band along its top, wrapped to the width in Pillow's bundled
+    scalable font (its bitmap default draws spaces a pixel wide: "in thisscene")."""
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(picture)
-    draw = ImageDraw.Draw(image)
-    lines = textwrap.wrap(text, width=max(10, image.width // 6))
-    band = 12 * len(lines) + 4
-    draw.rectangle((0, 0, image.width, band), fill=(0, 0, 0))
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default(size=CAPTION_PX)
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= image.width - 6:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    step = CAPTION_PX + 2
+    draw.rectangle((0, 0, image.width, step * len(lines) + 4), fill=(0, 0, 0))
     for row, line in enumerate(lines):
-        draw.text((3, 2 + 12 * row), line, fill=(255, 255, 255))
+        draw.text((3, 2 + step * row), line, fill=(255, 255, 255), font=font)
     return np.asarray(image)
+
+
+CAPTION_PX = 11  # font size of a caption: legible on a 256-px frame, two lines for a typical verdict
