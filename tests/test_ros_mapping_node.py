@@ -37,6 +37,10 @@ IOU_MARGIN = 0.02
 #: Best-effort delivery on a loaded machine may lose a message now and then (the node must cope, and
 #: does); the counts below allow this many.
 MAX_LOST = 2
+#: The nodes' sensor queue here: 3 s of the 10 Hz camera. With the default 5 a stall of the node's process over
+#: half a second drops the oldest frames, as KEEP_LAST is meant to (a run here lost 6 of 36 images so, during a
+#: 1.2 s gap in the node's 1 Hz report); the counting tests are about keyframes, not about riding out stalls.
+SENSOR_QUEUE = 30
 #: Seconds the bad-message test waits for the node's 1 Hz counters to show a message before sending it again (a
 #: lost one), and how often it sends at most.
 RESEND_AFTER = 5.0
@@ -108,6 +112,13 @@ def diagnostics(got: list, node: str = "find3d_mapping") -> dict[str, str]:
     return {}
 
 
+def caught_up(counters: dict[str, str], views: int) -> bool:
+    """The node has taken in the played scene (all frames but the few best effort may lose) and every keyframe
+    is fused, dropped or failed: nothing is still on its way into the map."""
+    return bool(counters) and int(counters["frames_in"]) >= REPEAT * views - MAX_LOST and \
+        int(counters["embedded"]) + int(counters["dropped"]) + int(counters["failed"]) == int(counters["keyframes"])
+
+
 def skipped(counters: dict[str, str]) -> dict[str, int]:
     """Reason -> count of the diagnostics' ``skipped`` entry ("3 bad message, 24 duplicate ...")."""
     pairs = [part.split(" ", 1) for part in counters.get("skipped", "none").split(", ") if part != "none"]
@@ -121,7 +132,8 @@ def node(pipeline: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
     # one code on both maps, but with this 3-step interface every relevancy is near-equal and a whole
     # segment (the table) flips in or out at a percentile threshold on the smallest difference.
     process = start_node("mapping_node", {"checkpoint": pipeline["checkpoint"], "record_dir": record,
-                                          "device": "cpu", "map_rate": 4.0, "whole_objects": False},
+                                          "device": "cpu", "map_rate": 4.0, "whole_objects": False,
+                                          "sensor_queue": SENSOR_QUEUE},
                          tmp_path_factory.mktemp("mapping_logs"), PARAMS_FILE)
     yield process, record
     if process.poll() is None:
@@ -159,13 +171,11 @@ def mapped(client, pipeline, tmp_path_factory):
     views = len(json.loads((pipeline["scene"] / "transforms.json").read_text())["train_filenames"])
     assert played == 4 * REPEAT * views
 
-    def caught_up() -> bool:
+    def done() -> bool:
         counters = diagnostics(got["diagnostics"])
-        return bool(counters) and int(counters["frames_in"]) >= REPEAT * views - MAX_LOST and \
-            int(counters["embedded"]) + int(counters["dropped"]) + int(counters["failed"]) == \
-            int(counters["keyframes"]) and bool(got["map"]) and got["map"][-1].width == int(counters["voxels"])
+        return caught_up(counters, views) and bool(got["map"]) and got["map"][-1].width == int(counters["voxels"])
 
-    assert wait_for(ros, caught_up, timeout=90), diagnostics(got["diagnostics"])
+    assert wait_for(ros, done, timeout=90), diagnostics(got["diagnostics"])
     return {**diagnostics(got["diagnostics"]), "views": views}
 
 
@@ -348,7 +358,7 @@ def test_a_restarted_node_keeps_its_map_and_the_query_node_reads_it(pipeline, tm
     topics = {name: f"/restart{topic}" for name, topic in TOPICS.items()}
     map_file = tmp_path / "map"
     params = {"checkpoint": pipeline["checkpoint"], "device": "cpu", "map_file": map_file, "save_period": 1.0,
-              "whole_objects": False, **{f"{name}_topic": topic for name, topic in
+              "whole_objects": False, "sensor_queue": SENSOR_QUEUE, **{f"{name}_topic": topic for name, topic in
                                          (("image", topics["image"]), ("depth", topics["depth"]),
                                           ("camera_info", topics["info"]), ("pose", topics["pose"]))}}
     first = start_node("mapping_node", params, tmp_path / "logs", PARAMS_FILE, name="mapping_a")
@@ -361,13 +371,11 @@ def test_a_restarted_node_keeps_its_map_and_the_query_node_reads_it(pipeline, tm
             ros.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
             assert service.wait_for_service(timeout_sec=90), first.output.read_text()[-2000:]
             play(ros, scene_bag(pipeline["scene"], tmp_path / "bag", topics))
-
-            def idle() -> bool:  # every keyframe fused (or dropped), and a save since
-                counters = diagnostics(got, "mapping_a")
-                return bool(counters) and int(counters["keyframes"]) > 0 and int(counters["keyframes"]) == \
-                    int(counters["embedded"]) + int(counters["dropped"]) + int(counters["failed"])
-
-            assert wait_for(ros, idle, 90), diagnostics(got, "mapping_a")
+            views = len(json.loads((pipeline["scene"] / "transforms.json").read_text())["train_filenames"])
+            # Not merely idle: between two keyframes still queued the node is idle too, and the map then grows
+            # after the query below (CI saw 2979 saved voxels against 2291 answered).
+            assert wait_for(ros, lambda: caught_up(diagnostics(got, "mapping_a"), views), 90), \
+                diagnostics(got, "mapping_a")
             before = call(ros, service, _request("mug", 0.5))
             assert before.success and before.total > 100, before.message
     finally:
