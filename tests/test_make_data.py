@@ -158,3 +158,35 @@ def test_bad_input_names_the_fix(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="writable"):
         make_data(tmp_path / "file" / "data", images=1)
     assert main(["make-data", "--out", str(tmp_path / "cli"), "--images", "0"]) == 2
+
+
+def _touching_things(panoptic_png: Path, things: set[int]) -> int:
+    """Pairs of thing segments that share a pixel edge in one panoptic PNG (objects in contact, or occluding)."""
+    ids = _rgb2id(panoptic_png)
+    pairs = set()
+    for a, b in ((ids[:, :-1], ids[:, 1:]), (ids[:-1], ids[1:])):
+        edge = (a != b) & np.isin(a, list(things)) & np.isin(b, list(things))
+        pairs |= {tuple(sorted(p)) for p in zip(a[edge].tolist(), b[edge].tolist())}
+    return len(pairs)
+
+
+def test_clutter_share_lays_objects_in_contact(dataset: Path, tmp_path: Path) -> None:
+    make_data(tmp_path / "mixed", images=IMAGES, seed=SEED, clutter=0.5, workers=1)
+    assert _json(tmp_path / "mixed" / "dataset.json")["clutter"] == 0.5
+    same = {name: digest == _digest(dataset).get(name) for name, digest in _digest(tmp_path / "mixed").items()
+            if name.endswith(".jpg")}
+    assert 0 < sum(same.values()) < len(same), same  # some images replaced, the rest byte-identical
+
+    def touching(folder: Path) -> int:
+        panoptic = _json(folder / "annotations" / "panoptic_train2017.json")
+        total = 0
+        for ann in panoptic["annotations"]:
+            things = {s["id"] for s in ann["segments_info"] if s.get("iscrowd", 0) == 0 and
+                      next(c for c in panoptic["categories"] if c["id"] == s["category_id"])["isthing"]}
+            total += _touching_things(folder / "annotations" / "panoptic_train2017" / ann["file_name"], things)
+        return total
+
+    make_data(tmp_path / "clutter", images=IMAGES, seed=SEED, clutter=1.0, workers=1)
+    assert touching(tmp_path / "clutter") >= 5 * max(touching(dataset), 1)  # measured: 67-74 vs 3-5
+    with pytest.raises(InputError, match=r"--clutter 1.5: a share"):
+        make_data(tmp_path / "bad", images=1, clutter=1.5)

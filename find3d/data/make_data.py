@@ -12,7 +12,7 @@ per-image records. Layout under ``--out`` (the official names, so the official l
     refcocog/refs(umd).p, refcocog/instances.json     RefCOCOg refs (ann_id = instance annotation id)
     karpathy/dataset_coco.json                        Karpathy split (val images alternate val / test)
     findbench/coco_{entity,paragraph,interleave}_{split}.json   FIND-Bench (annotation_id = panoptic id)
-    dataset.json                                      manifest: generator, seed, size, splits, version
+    dataset.json                                      manifest: generator, seed, size, clutter, splits, version
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tqdm import tqdm
 from find3d import validate
 from find3d.data.engine import coco, language
 from find3d.data.engine.annotate import ImageJob, image_record, segment_map, write_image
+from find3d.data.engine.clutter import compose_clutter
 from find3d.data.engine.output import prepare_folder
 from find3d.data.engine.scene import SceneBuilder, camera_facing_wall, compose_scene
 from find3d.errors import InputError
@@ -51,40 +52,47 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=256, help="image width and height in pixels (default 256)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val2017 (default 0.1)")
     parser.add_argument("--workers", type=int, default=2, help="rendering processes (default 2)")
+    parser.add_argument("--clutter", type=float, default=0.0, metavar="SHARE",
+                        help="share of images whose objects touch each other, as make-scene --clutter lays them "
+                             "out (0-1; default 0: objects apart). The other images are byte-identical to a "
+                             "--clutter 0 dataset's")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous make-data output in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     manifest = make_data(args.out, images=args.images, seed=args.seed, size=args.size,
-                         val_fraction=args.val_fraction, workers=args.workers, overwrite=args.overwrite)
+                         val_fraction=args.val_fraction, workers=args.workers, overwrite=args.overwrite,
+                         clutter=args.clutter)
     print(f"wrote {manifest['splits']['train']} train + {manifest['splits']['val']} val images to {args.out}")
     return 0
 
 
 def make_data(out: str | Path, images: int = 100, seed: int = 0, size: int = 256, val_fraction: float = 0.1,
-              workers: int = 2, overwrite: bool = False) -> dict[str, Any]:
-    """Render ``images`` tabletop images into ``out``; returns the ``dataset.json`` manifest."""
-    _check_arguments(images, size, val_fraction, workers)
+              workers: int = 2, overwrite: bool = False, clutter: float = 0.0) -> dict[str, Any]:
+    """Render ``images`` tabletop images into ``out``; returns the ``dataset.json`` manifest. ``clutter``: the
+    share of images composed with ``compose_clutter`` (objects in contact) instead of ``compose_scene``."""
+    _check_arguments(images, size, val_fraction, workers, clutter)
     validate.integer(seed, "seed", minimum=0)  # numpy refuses negative seeds, after the folders exist
     out = Path(out)
     folders = [f"{split}2017" for split in SPLITS] + [f"annotations/panoptic_{split}2017" for split in SPLITS]
     prepare_folder(out, overwrite, OUTPUTS, folders)
     n_val = min(images, max(1, round(images * val_fraction)))
     # The last n_val ids form val, so adding images to a dataset never reshuffles the splits' heads.
-    jobs = [ImageJob(i, "val" if i > images - n_val else "train", seed, size, str(out)) for i in range(1, images + 1)]
+    jobs = [ImageJob(i, "val" if i > images - n_val else "train", seed, size, str(out), clutter)
+            for i in range(1, images + 1)]
     records: list[dict] = []
     with tqdm(total=images, desc="make-data", unit="img", disable=None) as bar:
         for record in _render_all(jobs, workers):
             records.append(record)
             bar.update()
     _write_annotations(out, records, seed)
-    manifest = {"generator": "find3d make-data", "seed": seed, "size": size,
+    manifest = {"generator": "find3d make-data", "seed": seed, "size": size, "clutter": clutter,
                 "splits": {split: sum(r["split"] == split for r in records) for split in SPLITS}, "version": VERSION}
     atomic_write_json(out / "dataset.json", manifest)
     return manifest
 
 
-def _check_arguments(images: int, size: int, val_fraction: float, workers: int) -> None:
+def _check_arguments(images: int, size: int, val_fraction: float, workers: int, clutter: float) -> None:
     if images < 1:
         raise InputError(f"--images {images}: need at least 1 image; pass e.g. --images 100.")
     if size < 32:
@@ -93,6 +101,8 @@ def _check_arguments(images: int, size: int, val_fraction: float, workers: int) 
         raise InputError(f"--val-fraction {val_fraction}: must lie in [0, 1); pass e.g. 0.1.")
     if workers < 1:
         raise InputError(f"--workers {workers}: need at least 1 process; pass --workers 1 or 2.")
+    if not 0.0 <= clutter <= 1.0:
+        raise InputError(f"--clutter {clutter}: a share of the images, in [0, 1]; pass e.g. 0.5.")
 
 
 def _render_all(jobs: list[ImageJob], workers: int) -> Iterator[dict[str, Any]]:
@@ -121,7 +131,9 @@ def _render_in_worker(job: ImageJob) -> dict[str, Any]:
 def render_job(job: ImageJob, builder: SceneBuilder) -> dict[str, Any]:
     """Render one image from its own random stream and write its JPEG and panoptic PNG."""
     rng = np.random.default_rng([job.seed, job.image_id])
-    spec = compose_scene(rng)
+    # The choice draws from a stream of its own, so a mixed dataset's other images equal a --clutter 0 one's.
+    cluttered = job.clutter > 0 and np.random.default_rng([job.seed, job.image_id, 4]).random() < job.clutter
+    spec = compose_clutter(rng) if cluttered else compose_scene(rng)
     bodies = builder.build(spec)
     rendered = builder.render(camera_facing_wall(rng, spec), spec.light, job.size, job.size)
     ids, segments = segment_map(rendered, spec, bodies)

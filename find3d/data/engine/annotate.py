@@ -27,6 +27,7 @@ class ImageJob:
     seed: int  # the dataset seed; the image's own stream is derived from (seed, image_id)
     size: int
     out: str
+    clutter: float = 0.0  # share of images whose objects touch (make-data --clutter)
 
 
 def file_stem(image_id: int) -> str:
