@@ -55,6 +55,29 @@ def test_run_folder_has_config_curve_png_and_tensorboard(tiny_checkpoint):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+def test_init_from_starts_from_a_checkpoint_s_weights(tiny_dataset, tiny_checkpoint, tmp_path):
+    from find3d.demo import PACKAGED_INTERFACE
+
+    state = load_checkpoint(tiny_checkpoint)
+    run = build_run(tiny_config(tiny_dataset, tmp_path / "tuned", f"init_from={tiny_checkpoint}"), resume=False)
+    assert run.start_step == 0 and run.scheduler.last_epoch == 0  # only the weights carry over
+    assert all(torch.equal(value, state["model"][key]) for key, value in run.model.interface.state_dict().items())
+    # The packaged interface, stored in float16, fine-tunes in float32 from the same values.
+    packaged = load_checkpoint(PACKAGED_INTERFACE)
+    cpu_yaml = Path(__file__).resolve().parents[1] / "configs" / "interface" / "cpu.yaml"
+    config = load_config(TrainInterfaceConfig, cpu_yaml, [f"data={tiny_dataset}", f"output_dir={tmp_path / 'packaged'}",
+                                                          f"init_from={PACKAGED_INTERFACE}"])
+    weights = build_run(config, resume=False).model.interface.state_dict()
+    assert all(value.dtype == torch.float32 and torch.equal(value, packaged["model"][key].float())
+               for key, value in weights.items() if value.is_floating_point())
+    with pytest.raises(ConfigError, match=r"its interface differs from this config's in \d+ tensors"):
+        build_run(tiny_config(tiny_dataset, tmp_path / "other", f"init_from={tiny_checkpoint}",
+                              "interface.num_layers=3"), resume=False)
+    with pytest.raises(ConfigError, match=r"trained on encoders .*'minilm-l6'.* this run uses .*'smollm2-135m'"):
+        build_run(tiny_config(tiny_dataset, tmp_path / "llm", f"init_from={tiny_checkpoint}",
+                              "encoders.language=smollm2-135m"), resume=False)
+
+
 def test_unknown_task_is_a_config_error(tiny_dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"tasks: unknown \['segmentation'\]"):
         build_run(tiny_config(tiny_dataset, tmp_path, "tasks=[segmentation]"), resume=False)

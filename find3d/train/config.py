@@ -43,6 +43,11 @@ class TrainInterfaceConfig:
     feature_cache: Path | None = doc(
         "Folder of the frozen-backbone feature cache (None: <output_dir>/feature_cache). Only effective "
         "when data.augment is false, since augmented images never repeat.", None)
+    init_from: Path | None = doc(
+        "Start the interface from this checkpoint's weights (a .pt file or a run folder), e.g. "
+        "find3d/assets/interface-cpu.pt to fine-tune the packaged interface on new data; the optimiser, schedule "
+        "and step start afresh. Its encoders and interface architecture must be this config's. None: random "
+        "initialisation. A --resume from output_dir's own checkpoint takes precedence.", None)
     tasks: list[str] = doc(
         "Tasks trained (generic, grounding, retrieval, interactive, interleave_grounding, interleave_retrieval); "
         "empty: every task annotated in the data. Single-task runs are the baselines of joint training.",

@@ -89,6 +89,7 @@ def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
+    initial = _initial_weights(config) if config.init_from else None  # a bad file fails before the heavy work
     dataset = FindDataset(config.data, config.train_split, config.dataset)
     vision = build_vision_encoder(config.encoders.vision)
     language = build_language_encoder(config.encoders.language, layer=config.encoders.language_layer)
@@ -99,6 +100,8 @@ def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, config.max_steps, optim.warmup_steps, optim.min_lr_ratio))
     start_step = _restore(config, interface, optimizer, scheduler) if resume else 0
+    if initial is not None and start_step == 0:
+        _load_initial(config, interface, initial)
     wrapped: torch.nn.Module = interface
     if info.world_size > 1:
         # Tasks absent from a batch leave their query pools unused in that step.
@@ -106,6 +109,29 @@ def build_run(config: TrainInterfaceConfig, resume: bool) -> Run:
     cache = FeatureCache(config.feature_cache or config.output_dir / "feature_cache", vision)
     return Run(config, info, dataset, model, wrapped, FindCriterion(config.interface).to(info.device),
                optimizer, scheduler, cache, start_step)
+
+
+def _initial_weights(config: TrainInterfaceConfig) -> dict[str, torch.Tensor]:
+    """``init_from``'s interface weights, once its encoders are known to be this run's (the interface reads
+    their features, so weights trained on other encoders are noise here)."""
+    state = load_checkpoint(config.init_from, fix="pass an intact checkpoint as init_from")
+    names = {"vision": config.encoders.vision, "language": config.encoders.language}
+    theirs = {key: state.get("encoders", {}).get(key) for key in names}
+    if theirs != names:
+        raise ConfigError(f"init_from {config.init_from}: trained on encoders {theirs}, this run uses {names}; "
+                          "set encoders.* to the checkpoint's, or drop init_from")
+    return state["model"]
+
+
+def _load_initial(config: TrainInterfaceConfig, interface: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    own = interface.state_dict()
+    differ = sorted(k for k in own.keys() | weights.keys() if k not in own or k not in weights or
+                    own[k].shape != weights[k].shape)
+    if differ:
+        raise ConfigError(f"init_from {config.init_from}: its interface differs from this config's in {len(differ)} "
+                          f"tensors (first: {differ[0]}); take interface.* from the checkpoint's config, or drop "
+                          "init_from")
+    interface.load_state_dict(weights)  # copies into this run's dtype (the packaged weights are float16)
 
 
 def _restore(config: TrainInterfaceConfig, interface: torch.nn.Module, optimizer: torch.optim.Optimizer,
