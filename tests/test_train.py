@@ -120,6 +120,15 @@ def test_resume_after_kill_reproduces_the_uninterrupted_curve(tiny_dataset, tmp_
     assert all(torch.equal(final[k], expected[k]) for k in expected)
 
 
+def test_loader_workers_share_the_steps_and_keep_the_curve(tiny_dataset, tmp_path):
+    # Each worker builds every 2nd step; a worker iterating all steps would hand every batch over twice
+    # (6 logged steps for max_steps=3) and train on repeats.
+    in_process = train_interface(tiny_config(tiny_dataset, tmp_path / "in_process"))
+    two_workers = train_interface(tiny_config(tiny_dataset, tmp_path / "workers", "num_workers=2"))
+    assert [step for step, _ in losses(two_workers)] == [1, 2, 3]
+    assert losses(two_workers) == losses(in_process)
+
+
 @pytest.mark.slow
 def test_two_process_gloo_ddp(tiny_dataset, tmp_path):
     out = tmp_path / "ddp"

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from find3d import validate
@@ -49,14 +49,20 @@ RESUMABLE_INTERFACE = frozenset({"object_threshold", "overlap_threshold"})
 
 
 class StepBatches(IterableDataset):
-    """Yields the collated batch of every step from ``start`` to ``stop`` (runs in a loader worker)."""
+    """Yields the collated batch of every step from ``start`` to ``stop`` (runs in loader workers).
+
+    Each of W workers builds every W-th step; the loader takes one batch from each worker in turn, so the steps
+    arrive in order and each once (a full range per worker would repeat every batch W times).
+    """
 
     def __init__(self, dataset: FindDataset, config: TrainInterfaceConfig, start: int, stop: int, info: DistInfo):
         self.dataset, self.config, self.start, self.stop, self.info = dataset, config, start, stop, info
 
     def __iter__(self) -> Iterator[FindBatch]:
         cfg, n = self.config, len(self.dataset)
-        for step in range(self.start, self.stop):
+        worker = get_worker_info()
+        first, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        for step in range(self.start + first, self.stop, stride):
             self.dataset.set_epoch(epoch_of(step, n, cfg.batch_size, self.info.world_size))
             indices = batch_indices(n, cfg.batch_size, step, cfg.seed, self.info.rank, self.info.world_size)
             samples = [self.dataset[i] for i in indices]
@@ -159,14 +165,19 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _cached_pyramid(run: Run, images: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The frozen pyramid from the disk cache, moved to the training device (the cache returns CPU tensors)."""
+    return {stride: level.to(run.info.device, non_blocking=True) for stride, level in run.cache(images).items()}
+
+
 def train_step(run: Run, batch: FindBatch, step: int) -> dict[str, float]:
     """One optimisation step; returns the loss terms as floats."""
     cfg, device = run.config, run.info.device
     torch.manual_seed(step_seed(cfg.seed, step, run.info.rank))
     batch = batch.to(device)
-    pyramid = run.cache(batch.images)
+    pyramid = _cached_pyramid(run, batch.images)
     if len(batch.ref_images):
-        batch.ref_pyramid = run.cache(batch.ref_images)
+        batch.ref_pyramid = _cached_pyramid(run, batch.ref_images)
     _, texts, refs = run.model.encode(batch, pyramid)
     tasks = [t for t in batch.tasks if not cfg.tasks or t in cfg.tasks]
     if not tasks:  # e.g. a single-task run on a batch without that task's annotations
