@@ -4,6 +4,8 @@ fusion side by side, and what building the instances costs.
 Run: ``.venv/bin/python bench/instances.py [--checkpoint CKPT]`` (each scene embeds, trains ``--iterations``
 of find-field, exports and runs eval-3d twice: about 4 minutes a scene on 2 idle CPU cores). Prints
 markdown tables and writes them to ``bench/results/instances.md`` (raw numbers: ``instances.json``).
+``--fusion-only`` evaluates the fusion map alone on every layout (~15 s a scene): enough to compare two
+interfaces' instances (``interface_clutter_finetune.md``).
 
 - Layouts, each on seeds the instance code and the acceptance were never tuned or calibrated on (tuning
   used seeds 0-3, calibration 201-203):
@@ -42,6 +44,11 @@ LAYOUTS = {"orbit": ((101, 102, 103), {}),
            "clutter": ((111, 112, 113), {"clutter": True, "repeat": True, "close": True}),
            "separated": ((101, 102, 103), {"repeat": True, "close": True})}
 FUSION_ONLY = {"orbit"}  # the live map's layout: no field is trained
+
+
+def fusion_only_layout(args: argparse.Namespace, layout: str) -> bool:
+    """True when ``layout`` is evaluated on the fusion map alone (always for the orbit, for all with --fusion-only)."""
+    return args.fusion_only or layout in FUSION_ONLY
 ROWS = (("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
         ("interleaved", "interleaved target IoU"), ("ap50_agnostic", "instance AP50, class-agnostic"),
         ("ap50_mean_category", "instance AP50, per category"), ("ap25_agnostic", "instance AP25, class-agnostic"),
@@ -90,12 +97,12 @@ def run_scene(args: argparse.Namespace, layout: str, seed: int, work: Path) -> d
     scene, field_dir = work / f"{layout}_{seed}" / "scene", work / f"{layout}_{seed}" / "field"
     interface = Interface.from_checkpoint(args.checkpoint, device="cpu")
     kept = scene.parent / "times.json"
-    if kept.is_file() and (field_dir / "meta.json").is_file() == (layout not in FUSION_ONLY):
+    if kept.is_file() and (field_dir / "meta.json").is_file() == (not fusion_only_layout(args, layout)):
         times = json.loads(kept.read_text())  # --keep: built by an earlier run; only evaluated again
     else:
         times = build(args, layout, seed, scene, field_dir, interface)
         kept.write_text(json.dumps(times))
-    if layout in FUSION_ONLY:
+    if fusion_only_layout(args, layout):
         return {"layout": layout, "seed": seed, "times": {},
                 "eval": fusion_only(scene, interface, scene.parent, args.acceptance)}
     evals = {}
@@ -119,7 +126,7 @@ def build(args: argparse.Namespace, layout: str, seed: int, scene: Path, field_d
     start = time.perf_counter()
     embed_frames(scene, interface, checkpoint=str(args.checkpoint.resolve()))
     times["embed"] = time.perf_counter() - start
-    if layout in FUSION_ONLY:
+    if fusion_only_layout(args, layout):
         return times
     start = time.perf_counter()
     config, _ = train(scene, scene.parent / "runs", args.iterations)
@@ -172,12 +179,13 @@ def metric(report: dict[str, Any], key: str) -> float | None:
 
 def format_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    field = "no find-field (fusion only)" if args.fusion_only else f"find-field {args.iterations} iterations"
+    command = " ".join(["bench/instances.py", *sys.argv[1:]])
     lines = ["# 3D instances in clutter, and \"not found\"", "",
              f"Interface: `{args.checkpoint.name}`; {args.views} training + {args.heldout} held-out views at 256 px; "
-             f"find-field {args.iterations} iterations; eval-3d at threshold 0.5, acceptance {args.acceptance}. "
-             "Machine: "
+             f"{field}; eval-3d at threshold 0.5, acceptance {args.acceptance}. Machine: "
              f"{os.cpu_count()} CPU cores, torch on {os.environ.get('OMP_NUM_THREADS', 'all')} thread(s) (load "
-             f"average at the end {load}). Command: `.venv/bin/python bench/instances.py`. Layouts and seeds: "
+             f"average at the end {load}). Command: `.venv/bin/python {command}`. Layouts and seeds: "
              "module docstring of bench/instances.py.", ""]
     for layout in LAYOUTS:
         chosen = [r for r in runs if r["layout"] == layout]
@@ -199,7 +207,7 @@ def format_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> str:
                     suffix = " (per point)" if selection == "points" else ""
                     lines.append(f"| {label}{suffix} | {name} | {cells} | {mean} |")
         lines.append("")
-    if runs:
+    if any(r["times"] for r in runs):  # fusion-only scenes train no field: nothing to cost
         lines += ["## Cost of the instances", "",
                   "| scene | embed-frames (s) | of it panoptic (s) | find-field (s) | export-field (s) | of it "
                   "instances (s) | instances / total |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -221,6 +229,9 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=20)
     parser.add_argument("--heldout", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=800)
+    parser.add_argument("--fusion-only", action="store_true",
+                        help="evaluate the live map's fusion alone on every layout: no find-field is trained, so a "
+                             "scene takes about a minute (to compare interfaces on their 2D masks' 3D instances)")
     parser.add_argument("--acceptance", type=float, default=ACCEPTANCE,
                         help="eval-3d's --acceptance (0: a query always takes its best instance, no 'not found')")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report")
