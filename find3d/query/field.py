@@ -392,18 +392,33 @@ class Field:
         a frame sees at most the selection's weight that projects inside its view (occlusion only takes
         away), so frames are z-buffered in the order of that bound, largest first, until the next bound
         cannot beat the k-th best score (ties going to the lower index, as the final sort does); the rest
-        are left at 0 and rank below. Frames whose view holds no box of the selection's cells see none of it."""
+        are left at 0 and rank below. The bound is refined lazily: first the weight of the selection's cells
+        whose boxes may be in view (one product for all frames), then, for a frame that reaches the front,
+        the weight of those cells' points that project inside it; a widespread answer (an object on every
+        floor of a building) thus projects its points into the few frames that contend, not into all."""
+        import heapq
+
         order = np.argsort(selected)
         selected, weights = selected[order], weights[order]
         scores = np.zeros(len(self.frames))
         boxes = CellIndex(self.points[selected], VISIBILITY_CELL)
-        candidates = self._frames_viewing(boxes)
-        bounds = self._cameras.weight_in_view(self.points[selected], weights, candidates) / total
+        candidates, in_view = self._frames_viewing(boxes)
+        cell_weights = np.add.reduceat(weights[boxes.order], boxes.starts) if len(selected) else np.zeros(0)
+        # (-bound, frame, refined): the heap's front is the largest bound, ties to the lower frame index
+        heap = [(-float(bound), int(index), False) for index, bound in zip(candidates, in_view @ cell_weights / total)]
+        heapq.heapify(heap)
+        rows = dict(zip(candidates.tolist(), in_view))
         best: list[tuple[float, int]] = []  # (-score, index) of the k best so far, in ranking order
-        for rank in np.lexsort((candidates, -bounds)):
-            index, bound = int(candidates[rank]), float(bounds[rank])
-            if bound <= 0 or (len(best) >= top_k and (-bound, index) >= best[top_k - 1]):
-                break  # this frame and every later one rank below the k best
+        while heap:
+            negative, index, refined = heapq.heappop(heap)
+            if negative >= 0 or (len(best) >= top_k and (negative, index) >= best[top_k - 1]):
+                break  # this frame and every one left rank below the k best
+            if not refined:
+                inside = boxes.points_in(rows[index])
+                bound = self._cameras.weight_in_view(self.points[selected[inside]], weights[inside],
+                                                     np.array([index]))[0] / total
+                heapq.heappush(heap, (-bound, index, True))
+                continue
             scores[index] = weights[self._selection_seen(index, selected, boxes)].sum() / total
             best = sorted([*best, (-scores[index], index)])[:top_k]
         return scores
@@ -431,14 +446,18 @@ class Field:
         low = np.minimum(boxes.lower[groups], camera) - margin  # (G, 3)
         high = np.maximum(boxes.upper[groups], camera) + margin
         cells = self.cells()
-        near = np.zeros(len(cells.starts), bool)
+        # the cells meeting the boxes' union box first (6 comparisons a cell): on a floor-sized map most of the
+        # cells are far from this view, and the per-box test below costs 6 a cell and box
+        near = np.flatnonzero(np.all(cells.upper >= low.min(axis=0), axis=1)
+                              & np.all(cells.lower <= high.max(axis=0), axis=1))
+        meets = np.zeros(len(near), bool)
         for start in range(0, len(groups), 64):  # (cells, 64, 3) comparisons at most
             part = slice(start, start + 64)
-            near |= np.any(np.all(cells.upper[:, None] >= low[None, part], axis=2)
-                           & np.all(cells.lower[:, None] <= high[None, part], axis=2), axis=1)
+            meets |= np.any(np.all(cells.upper[near, None] >= low[None, part], axis=2)
+                            & np.all(cells.lower[near, None] <= high[None, part], axis=2), axis=1)
         # an axis-aligned box of a long diagonal ray holds much that is off it: of those cells, keep the ones
         # whose image overlaps a group's (widened by two z-buffer cells) no farther than the group
-        near = np.flatnonzero(near)
+        near = near[meets]
         mine, theirs = _image_boxes(cells, near, hit), _image_boxes(boxes, groups, hit)
         widen = 2.0 * ZBUFFER_STRIDE
         overlap = ((mine[:, None, 0] <= theirs[None, :, 1] + widen) & (mine[:, None, 1] >= theirs[None, :, 0] - widen)
@@ -493,11 +512,14 @@ class Field:
             self._cells = CellIndex(self.points, VISIBILITY_CELL)
         return self._cells
 
-    def _frames_viewing(self, boxes: CellIndex) -> np.ndarray:
-        """The frames whose view may hold one of the ``boxes`` (a selection's ``CellIndex``)."""
+    def _frames_viewing(self, boxes: CellIndex) -> tuple[np.ndarray, np.ndarray]:
+        """The frames whose view may hold one of the ``boxes`` (a selection's ``CellIndex``), and for each of them
+        (a row) which boxes it may hold."""
         if self._cameras is None:
             self._cameras = Cameras([self.frame(index) for index in range(len(self.frames))])
-        return np.flatnonzero(boxes.in_view(self._cameras).any(axis=1))
+        in_view = boxes.in_view(self._cameras)
+        candidates = np.flatnonzero(in_view.any(axis=1))
+        return candidates, in_view[candidates]
 
     def _seen_by(self) -> Any:
         """(N, frames) sparse CSR: row ``p`` marks the frames that see point ``p`` (``visibility`` by point)."""
