@@ -154,10 +154,14 @@ def fusion_only(scene_dir: Path, interface: Any, work: Path, acceptance: float) 
                                     work / "fusion")
     embeddings, retrieval = eval_3d.query_embeddings(interface, scene)
     match = eval_3d.nearest_match(fused.points, scene.gt_xyz, eval_3d.MATCH_DISTANCE)
+    interleaved = eval_3d.interleaved_queries(scene)
     out = {}
     for selection in ("objects", "points"):
         report = eval_3d.evaluate(fused, scene, embeddings, 0.5, eval_3d.MATCH_DISTANCE, retrieval,
                                   objects=selection == "objects", acceptance=acceptance)
+        report["interleaved"] = eval_3d.evaluate_targets(fused, scene, interface, interleaved, 0.5,
+                                                         eval_3d.MATCH_DISTANCE, objects=selection == "objects",
+                                                         acceptance=acceptance)
         if selection == "objects":
             report["instances"] = eval_3d.instance_ap(fused, scene, interface, match)
             report["absent"] = eval_3d.evaluate_absent(fused, interface, eval_3d.absent_queries(scene, interface), 0.5,
