@@ -44,15 +44,15 @@ LAYOUTS = {"orbit": ((101, 102, 103), {}),
            "clutter": ((111, 112, 113), {"clutter": True, "repeat": True, "close": True}),
            "separated": ((101, 102, 103), {"repeat": True, "close": True})}
 FUSION_ONLY = {"orbit"}  # the live map's layout: no field is trained
+ROWS = (("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
+        ("interleaved", "interleaved target IoU"), ("ap50_agnostic", "instance AP50, class-agnostic"),
+        ("ap50_mean_category", "instance AP50, per category"), ("ap25_agnostic", "instance AP25, class-agnostic"),
+        ("absent", "absent objects answered 'not found'"), ("present_found_share", "present objects found"))
 
 
 def fusion_only_layout(args: argparse.Namespace, layout: str) -> bool:
     """True when ``layout`` is evaluated on the fusion map alone (always for the orbit, for all with --fusion-only)."""
     return args.fusion_only or layout in FUSION_ONLY
-ROWS = (("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
-        ("interleaved", "interleaved target IoU"), ("ap50_agnostic", "instance AP50, class-agnostic"),
-        ("ap50_mean_category", "instance AP50, per category"), ("ap25_agnostic", "instance AP25, class-agnostic"),
-        ("absent", "absent objects answered 'not found'"), ("present_found_share", "present objects found"))
 
 
 def panoptic_seconds(interface: Any, scene: Path, frames: list[str]) -> float:
@@ -235,7 +235,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=800)
     parser.add_argument("--fusion-only", action="store_true",
                         help="evaluate the live map's fusion alone on every layout: no find-field is trained, so a "
-                             "scene takes about a minute (to compare interfaces on their 2D masks' 3D instances)")
+                             "scene takes ~15 s (to compare interfaces on their 2D masks' 3D instances)")
     parser.add_argument("--acceptance", type=float, default=ACCEPTANCE,
                         help="eval-3d's --acceptance (0: a query always takes its best instance, no 'not found')")
     parser.add_argument("--out", type=Path, default=RESULTS, help="markdown report")

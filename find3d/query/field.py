@@ -30,6 +30,7 @@ code is stored dimension-major so each chunk is one wide (K, d+1) x (d+1, n) pro
 from __future__ import annotations
 
 import hashlib
+import heapq
 import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -396,28 +397,26 @@ class Field:
         whose boxes may be in view (one product for all frames), then, for a frame that reaches the front,
         the weight of those cells' points that project inside it; a widespread answer (an object on every
         floor of a building) thus projects its points into the few frames that contend, not into all."""
-        import heapq
-
         order = np.argsort(selected)
         selected, weights = selected[order], weights[order]
         scores = np.zeros(len(self.frames))
         boxes = CellIndex(self.points[selected], VISIBILITY_CELL)
         candidates, in_view = self._frames_viewing(boxes)
         cell_weights = np.add.reduceat(weights[boxes.order], boxes.starts) if len(selected) else np.zeros(0)
-        # (-bound, frame, refined): the heap's front is the largest bound, ties to the lower frame index
-        heap = [(-float(bound), int(index), False) for index, bound in zip(candidates, in_view @ cell_weights / total)]
+        # (-bound, frame, its row of in_view, refined): the front is the largest bound, ties to the lower frame index
+        heap = [(-float(bound), int(index), row, False)
+                for row, (index, bound) in enumerate(zip(candidates, in_view @ cell_weights / total))]
         heapq.heapify(heap)
-        rows = dict(zip(candidates.tolist(), in_view))
         best: list[tuple[float, int]] = []  # (-score, index) of the k best so far, in ranking order
         while heap:
-            negative, index, refined = heapq.heappop(heap)
+            negative, index, row, refined = heapq.heappop(heap)
             if negative >= 0 or (len(best) >= top_k and (negative, index) >= best[top_k - 1]):
                 break  # this frame and every one left rank below the k best
             if not refined:
-                inside = boxes.points_in(rows[index])
+                inside = boxes.points_in(in_view[row])
                 bound = self._cameras.weight_in_view(self.points[selected[inside]], weights[inside],
                                                      np.array([index]))[0] / total
-                heapq.heappush(heap, (-bound, index, True))
+                heapq.heappush(heap, (-bound, index, row, True))
                 continue
             scores[index] = weights[self._selection_seen(index, selected, boxes)].sum() / total
             best = sorted([*best, (-scores[index], index)])[:top_k]
