@@ -194,6 +194,14 @@ def test_projection_and_relevancy_image(tmp_path: Path) -> None:
     # Selected points x in [-0.5, -0.1] at depth 2 -> columns 32 + 25x: 19.5 ... 29.5
     assert lit_columns.min() >= 19 and lit_columns.max() <= 30
     assert np.flatnonzero(picture.any(axis=(1, 2))).tolist() == [24]
+    # whole objects are outlined in magenta, inside the tinted region: the same pixels lit, its rim recoloured
+    grey = np.full((48, 64, 3), 128, np.uint8)
+    tinted, outlined = (relevancy_image(field.points, result.relevancy, frame, grey, threshold=result.threshold,
+                                        radius=2, outline=outline) for outline in (False, True))
+    rim = np.any(outlined != tinted, axis=2)
+    assert rim.any() and np.all(outlined[rim] == (255, 0, 255))
+    assert np.array_equal(np.any(tinted != grey, axis=2), np.any(outlined != grey, axis=2))
+    assert not rim[24, 22:28].any() and rim[22, 22:28].all()  # the 5-px band's middle row keeps its tint
     wider = field.query(basis(0), negatives=basis(1)[None], threshold=0.6, top_k_frames=3)
     assert len(save_relevancy_images(field, wider, tmp_path / "png")) == 3
     # a later answer into the same folder replaces the earlier one's pictures

@@ -79,8 +79,6 @@ if TYPE_CHECKING:
 
 ENV_QUERY, ENV_NEGATIVES, ENV_THRESHOLD = "FIND3D_QUERY", "FIND3D_NEGATIVES", "FIND3D_THRESHOLD"
 ENV_FIELD = "FIND3D_FIELD"
-HIGHLIGHT_ALPHA = 0.6  # the query PNGs' (relevancy_image's) overlay opacity
-OUTLINE_RGB = (1.0, 0.0, 1.0)  # selected objects' outline: magenta, a colour turbo never draws
 MIN_ACCUMULATION = 0.5  # rays less opaque than this saw no surface in the box: never highlighted
 DEBOUNCE_S = 0.3  # the viewer's text box sends every keystroke: encode once typing pauses this long
 EXPORT_SEARCH_DEPTH = 4  # ancestors of the run folder whose subfolders may hold its export (outputs/x/RUN/...)
@@ -583,6 +581,8 @@ def pixel_relevancy(feature: torch.Tensor, vectors: torch.Tensor, negatives: boo
 def composite(rgb: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, outline: bool) -> torch.Tensor:
     """``rgb`` (H, W, 3) with turbo(``value``) over the ``mask`` pixels at ``HIGHLIGHT_ALPHA`` (relevancy_image's
     look); ``outline``: the mask's border pixels in ``OUTLINE_RGB``."""
+    from find3d.query.render import HIGHLIGHT_ALPHA, OUTLINE_RGB  # not at start-up: it loads find3d.query
+
     colour = apply_colormap(value[..., None], ColormapOptions(colormap="turbo"))
     out = torch.where(mask[..., None], (1.0 - HIGHLIGHT_ALPHA) * rgb + HIGHLIGHT_ALPHA * colour, rgb)
     if outline and mask.any():

@@ -26,13 +26,19 @@ def project_points(points: np.ndarray, c2w: np.ndarray, fx: float, fy: float, cx
     return uv, depth
 
 
+HIGHLIGHT_ALPHA = 0.6  # opacity of the relevancy colours over the frame (query PNGs and the viewer's composite)
+OUTLINE_RGB = (1.0, 0.0, 1.0)  # a selection's outline: magenta, a colour turbo never draws
+
+
 def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, image: np.ndarray | None = None,
-                    threshold: float = 0.5, radius: int = 1, alpha: float = 0.6,
-                    selected: np.ndarray | None = None, colour: tuple[float, float, float] | None = None
-                    ) -> np.ndarray:
+                    threshold: float = 0.5, radius: int = 1, alpha: float = HIGHLIGHT_ALPHA,
+                    selected: np.ndarray | None = None, colour: tuple[float, float, float] | None = None,
+                    outline: bool = False) -> np.ndarray:
     """(H, W, 3) uint8: the frame's image with the relevancy of the ``selected`` points (indices; default
     those at or above ``threshold``) that fall in the frame splatted (nearest point wins, ``radius`` px
-    squares) through the turbo colour map, or all in ``colour`` (RGB in [0, 1])."""
+    squares) through the turbo colour map, or all in ``colour`` (RGB in [0, 1]); ``outline`` (whole objects): the
+    splatted region's border pixels in ``OUTLINE_RGB``, as the viewer draws them (tinted alone, an object can pass
+    for one of another colour)."""
     from matplotlib import colormaps
 
     height, width = frame.height, frame.width
@@ -55,7 +61,21 @@ def relevancy_image(points: np.ndarray, relevancy: np.ndarray, frame: FrameHit, 
             overlay[r, c] = colours
             covered[r, c] = True
     canvas[covered] = (1 - alpha) * canvas[covered] + alpha * overlay[covered]
+    if outline:
+        canvas[_border(covered)] = OUTLINE_RGB
     return (canvas * 255 + 0.5).astype(np.uint8)
+
+
+def _border(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` with a pixel outside it among their 8 neighbours (the viewer's ``composite`` rule:
+    beyond the image's edge counts as inside)."""
+    outside = np.pad(~mask, 1, constant_values=False)
+    height, width = mask.shape
+    near = np.zeros_like(mask)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= outside[dy:dy + height, dx:dx + width]
+    return mask & near
 
 
 def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.PathLike,
@@ -73,7 +93,8 @@ def save_relevancy_images(field: Field, result: QueryResult, out_dir: str | os.P
     pictures: list[tuple[Path, np.ndarray]] = []
     for rank, frame in enumerate(result.frames):
         visible = _visible_of(field, result.indices, frame.index)
-        picture = relevancy_image(field.points, result.relevancy, frame, _frame_image(field, frame), selected=visible)
+        picture = relevancy_image(field.points, result.relevancy, frame, _frame_image(field, frame), selected=visible,
+                                  outline=result.closest is not None)  # whole objects (closest is theirs)
         pictures.append((out_dir / f"relevancy_{rank}_{Path(frame.file_path).stem}.png", picture))
     if not result.found and result.closest is not None:
         candidate = np.flatnonzero(field.segments == result.closest.segment)
