@@ -241,7 +241,7 @@ def stages(scene: Any, live: Any, work: Path, model: Any) -> dict[str, Any]:
 
 def report(args: argparse.Namespace, record: dict, result: dict, peak: dict) -> str:
     rows = record["rows"]
-    lines = ["# 10M points: a map that forgets nothing, and queries over it", "",
+    lines = [f"# {args.voxels / 1e6:g}M points: a map that forgets nothing, and queries over it", "",
              f"Command: `.venv/bin/python bench/scale.py --voxels {args.voxels} --frames {args.frames} --max-voxels "
              f"{args.max_voxels}`", "",
              f"Drive: {record['passes']} passes over a 3-room make-scene --rooms floor (seed 301; {record['per_pass']} "
@@ -258,7 +258,10 @@ def report(args: argparse.Namespace, record: dict, result: dict, peak: dict) -> 
                      f"{row['peak_anon']:.0f} | {row['peak_file']:.0f} | {row['ms_per_frame']:.1f} |")
     final = rows[-1]
     lines += ["", f"Voxels lost: {record['distinct'] - final['voxels']} (the drive touched {record['distinct']} "
-              f"distinct voxels; the map holds {final['voxels']}).", "",
+              f"distinct voxels; the map holds {final['voxels']}). Resident at the end: own "
+              f"{final['RssAnon']:.0f} MiB + mapped files {final['RssFile']:.0f} MiB = "
+              f"{(final['RssAnon'] + final['RssFile']) / 1024:.2f} GiB; peaks {final['peak_anon']:.0f} + "
+              f"{final['peak_file']:.0f} MiB (mapped files include the process's libraries).", "",
               f"## Queries at {result['points']} points and {result['frames']} frames", "",
               "| stage | time | extra peak own memory | extra peak mapped files |", "|---|---:|---:|---:|",
               f"| 3D instances of the whole map | {result['segments'][0]:.1f} s | {result['segments'][1]:+.0f} MiB | "

@@ -98,38 +98,73 @@ def test_occluded_points_are_not_visible(tmp_path: Path) -> None:
     assert list(result.indices) == [0, 1] and result.frames[0].score == pytest.approx(0.5, abs=1e-3)
 
 
-def test_bounded_frame_ranking_equals_every_frame_z_buffered(tmp_path: Path) -> None:
-    """A widespread answer (one object in each of six rooms) among walls and clutter that hide it from many of
-    40 frames: ranking frames by branch and bound on lazily refined bounds gives exactly the ranking of
-    z-buffering every frame (the path eval-3d takes once ``visibility()`` is known)."""
+def six_rooms(folder: Path, instances: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An export of six rooms, each a wall, clutter and a mug (its instance with ``instances``), seen by 40
+    frames among which walls and clutter hide the mugs from many; (the points, each mug's indices)."""
     rng = np.random.default_rng(7)
-    rooms, parts, selected = 6, [], []
-    for room in range(rooms):
+    parts, mugs, labels = [], [], []
+    for room in range(6):
         wall = np.stack(np.meshgrid([4.0 * room], np.linspace(0, 4, 40), np.linspace(0, 2.5, 25)), -1).reshape(-1, 3)
         clutter = rng.uniform([4.0 * room + 0.3, 0, 0], [4.0 * room + 3.7, 4, 1.5], (400, 3))
         mug = rng.normal([4.0 * room + rng.uniform(1, 3), rng.uniform(1, 3), 0.8], 0.05, (60, 3))
         start = sum(len(part) for part in parts) + len(wall) + len(clutter)
-        selected.append(np.arange(start, start + len(mug)))
+        mugs.append(np.arange(start, start + len(mug)))
         parts += [wall, clutter, mug]
+        labels += [np.full(len(wall), 2 * room), np.full(len(clutter), -1), np.full(len(mug), 2 * room + 1)]
     xyz = np.concatenate(parts).astype(np.float32)
     features = np.tile(basis(1), (len(xyz), 1))
-    eyes = np.stack([rng.uniform(0.2, 4.0 * rooms - 0.2, 40), rng.uniform(0.2, 3.8, 40), np.full(40, 1.4)], 1)
+    eyes = np.stack([rng.uniform(0.2, 23.8, 40), rng.uniform(0.2, 3.8, 40), np.full(40, 1.4)], 1)
     targets = eyes + np.stack([rng.uniform(-3, 3, 40), rng.uniform(-3, 3, 40), np.full(40, -0.6)], 1)
     frames = [camera(look_at(eye, target), f"f{k}") for k, (eye, target) in enumerate(zip(eyes, targets))]
-    write_export(tmp_path / "field", xyz, np.zeros_like(xyz), features, np.tile(basis(1), (40, 1)), frames,
-                 code_dim=0)
-    order = np.concatenate(selected)
+    write_export(folder, xyz, np.zeros_like(xyz), features, np.tile(basis(1), (40, 1)), frames, code_dim=0,
+                 segments=np.concatenate(labels).astype(np.int32) if instances else None)
+    return xyz, mugs
+
+
+def ranked_by_every_frame(folder: Path, relevancy: np.ndarray, order: np.ndarray) -> list:
+    """Every frame ranked by z-buffering every frame (the path eval-3d takes once ``visibility()`` is known)."""
+    exact = Field.load(folder)
+    exact.visibility()
+    return exact.rank_frames(relevancy, order, top_k=40)
+
+
+def test_bounded_frame_ranking_equals_every_frame_z_buffered(tmp_path: Path) -> None:
+    """A widespread answer (one object in each of six rooms) among walls and clutter that hide it from many of
+    40 frames: ranking frames by branch and bound on lazily refined bounds gives exactly the ranking of
+    z-buffering every frame."""
+    xyz, mugs = six_rooms(tmp_path / "field", instances=False)
+    order = np.concatenate(mugs)
     relevancy = np.zeros(len(xyz), np.float32)
-    relevancy[order] = rng.uniform(0.5, 1.0, len(order))
+    relevancy[order] = np.random.default_rng(7).uniform(0.5, 1.0, len(order))
 
     bounded = Field.load(tmp_path / "field").rank_frames(relevancy, order, top_k=5)
-    exact = Field.load(tmp_path / "field")
-    exact.visibility()
-    every = exact.rank_frames(relevancy, order, top_k=40)
+    every = ranked_by_every_frame(tmp_path / "field", relevancy, order)
     assert [hit.index for hit in bounded] == [hit.index for hit in every[:5]]
     assert [hit.score for hit in bounded] == pytest.approx([hit.score for hit in every[:5]], abs=1e-9)
     shares = [hit.score for hit in every]
     assert shares[0] > 0 and shares[-1] == 0 and len(set(shares)) >= 8  # a ranking with something to decide
+
+
+def test_whole_object_frames_ranked_from_the_stored_table(tmp_path: Path) -> None:
+    """An export with instances stores how many points of each instance each frame sees: a whole-object answer
+    (every mug, one relevancy a mug) ranks every frame from it exactly as z-buffering every frame does; a
+    selection that is not whole instances (half of each mug) takes the z-buffer path, with the same result."""
+    xyz, mugs = six_rooms(tmp_path / "field", instances=True)
+    field = Field.load(tmp_path / "field")
+    table, sizes = field._instance_views
+    assert table.shape == (40, 12) and list(sizes[1::2]) == [60] * 6 and table.nnz > 40
+    relevancy = np.zeros(len(xyz), np.float32)
+    for mug, score in zip(mugs, [0.9, 0.8, 0.8, 0.7, 0.6, 0.55]):
+        relevancy[mug] = score
+    for order in (np.concatenate(mugs), np.concatenate([mug[::2] for mug in mugs])):
+        ranked = field.rank_frames(relevancy, order, top_k=40)
+        every = ranked_by_every_frame(tmp_path / "field", relevancy, order)
+        assert [hit.index for hit in ranked] == [hit.index for hit in every]
+        assert [hit.score for hit in ranked] == pytest.approx([hit.score for hit in every], abs=1e-9)
+        assert ranked[0].score > 0 and ranked[-1].score == 0 and len({hit.score for hit in every}) >= 8
+    assert field._instance_scores(np.concatenate(mugs), relevancy[np.concatenate(mugs)].astype(np.float64),
+                                  1.0) is not None
+    assert field._instance_scores(mugs[0][::2], relevancy[mugs[0][::2]].astype(np.float64), 1.0) is None
 
 
 def test_localisation_takes_the_middle_of_tied_points(tmp_path: Path) -> None:

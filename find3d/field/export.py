@@ -26,6 +26,10 @@ Output folder (read by ``find3d.query.Field.load``)::
     segment_vectors.f32  optional (meta.json "segments": {"vectors": file}): float32 (S, D) unit mean
                        embedding of each instance (a saved map writes it: its first query reads S
                        vectors instead of N embeddings)
+    frame_instances.npz  with instances (meta.json "segments": {"frames": file}): how many points of each
+                       instance each frame sees, a (F, S) CSR (indptr, indices, data) and each instance's
+                       size (sizes): a whole-object answer's frames ranked without a z-buffer
+                       (``find3d.query.field.write_frame_instances``)
 
 Geometry (``geometry``; ``auto``, the default, is ``depth`` when the training frames have depth maps,
 else ``render``):
@@ -71,14 +75,14 @@ from find3d import validate
 from find3d.errors import DataError, InputError
 from find3d.fileio import atomic_folder, atomic_open, atomic_write_json, read_json
 from find3d.mapping.fusion import cell_centres
-from find3d.query.field import FORMAT, VERSION
+from find3d.query.field import FORMAT, INSTANCE_VIEWS, VERSION, write_frame_instances
 
 GEOMETRIES = ("auto", "depth", "render")
 FEATURE_CHUNK = 1 << 16  # points per feature-head call: bounds the MLP's activations memory
 PCA_SAMPLE = 100_000  # points the PCA code is fitted on
 #: what an export folder is made of (module doc); anything else in it is the user's and is kept on re-export
 EXPORT_FILES = frozenset({"meta.json", "points.ply", "features.f16", "image_vectors.f16", "code.f32", "decoder.npz",
-                          "segments.i32", "segment_vectors.f32"})
+                          "segments.i32", "segment_vectors.f32", INSTANCE_VIEWS})
 
 
 def export_field(config_yml: str | os.PathLike, out_dir: str | os.PathLike, num_points: int = 200_000,
@@ -241,6 +245,8 @@ def write_export_files(folder: Path, xyz: np.ndarray, rgb: np.ndarray, feature: 
         segment_meta = {"file": "segments.i32", "count": int(np.max(segments, initial=-1)) + 1}
     atomic_write_json(folder / "meta.json", export_meta(int(feature.shape[1]), len(xyz), code_meta, segment_meta,
                                                         frames, extra))
+    if segments is not None:
+        write_frame_instances(folder)
 
 
 def export_meta(dim: int, count: int, code: dict[str, Any] | None, segments: dict[str, Any] | None,

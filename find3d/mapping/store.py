@@ -1,10 +1,10 @@
 """A live map on disk: saved whole and atomically, loaded again at start, and read as a field export.
 
 A saved map is a folder that *is* a field export (``find3d.field.export``'s points.ply, features.f16,
-image_vectors.f16, segments.i32 and meta.json: the map's voxels, their 3D instances and its keyframes
-as frames), so ``find3d query --field MAP``, ``find3d.Field.load`` and the query node answer from it as
-from an exported field; beside it, the map's own state, from which a restarted mapping node carries on
-where it stopped::
+image_vectors.f16, segments.i32, frame_instances.npz and meta.json: the map's voxels, their 3D instances,
+its keyframes as frames and how much of each instance each keyframe sees), so ``find3d query --field
+MAP``, ``find3d.Field.load`` and the query node answer from it as from an exported field; beside it, the
+map's own state, from which a restarted mapping node carries on where it stopped::
 
     map/hot/*.npy          the voxels that were in memory, as a run (``find3d.mapping.cold``: keys, the
                            embedding sum's float16 direction and float32 length, position and colour sums,
@@ -38,6 +38,7 @@ from find3d.fileio import atomic_folder, atomic_open, link_into, read_json
 from find3d.mapping.cold import RUNS, ColdStore, decode_rows, open_run, sync_run, write_run
 from find3d.mapping.fusion import DEFAULT_MAX_VOXELS
 from find3d.mapping.live import Keyframe, LiveMap, image_vectors, write_map_field
+from find3d.query.field import write_frame_instances
 
 STATE = "map"  # the map's own state inside a saved map
 #: size of the PCA code a saved map's export carries (per-point queries read 4 (d + 1) bytes a point instead of
@@ -96,6 +97,7 @@ def save_map(live: LiveMap, folder: str | os.PathLike, extra: dict[str, Any] | N
                         np.concatenate([r.alive for r in runs]) if runs else np.zeros(0, bool))
             _save_array(staging / STATE / "image_vectors.npy", image_vectors(keyframes, voxels.dim))
             write_map_field(voxels, keyframes, staging, {**(extra or {}), "map": state}, CODE_DIM)
+            write_frame_instances(staging)  # the first query after loading ranks frames without a z-buffer
             # no run may be written into the folder while it is swapped: the swap waits for a fusion step
             live.lock.acquire()
             locked = True

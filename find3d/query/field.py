@@ -20,6 +20,9 @@ with retrieval-space vectors instead. What a frame sees is found among the point
 cannot occlude one inside, so this is exact), and only for the frames whose view holds a box of the
 selection's cells; frames' visibility is kept, least recently used first out, up to
 ``VISIBILITY_CACHE`` point indices, so 10,000 frames over 10M points cost what a query touches.
+A saved map or an export with instances also stores, per frame, how many points of each instance it sees
+(``write_frame_instances``, ``INSTANCE_VIEWS``): a whole-object answer (whole instances, one relevancy
+each) then ranks every frame with one sparse product, the same ranking without a z-buffer at query time.
 
 Scores are computed in row chunks over the memory-mapped point features, so memory stays linear
 in N with a small constant. With the export's PCA code (``code.f32``: d + 1 float32 per point) a
@@ -42,7 +45,7 @@ import numpy as np
 
 from find3d import validate
 from find3d.errors import DataError, InputError
-from find3d.fileio import atomic_open, read_json, read_npz
+from find3d.fileio import atomic_open, atomic_write_json, read_json, read_npz
 from find3d.query.segments import segment_points
 
 if TYPE_CHECKING:
@@ -69,6 +72,7 @@ VISIBILITY_RANGE = 15.0
 VISIBILITY_CACHE = 1 << 26  # point indices of frames' visibility kept (int32: 256 MiB)
 OCCLUSION_TOLERANCE = 0.05  # relative depth behind the z-buffer still counted as the same surface
 FALLBACK_POINTS = 100  # with nothing above the threshold, frames are ranked by this many best points
+INSTANCE_VIEWS = "frame_instances.npz"  # the frames' view of the instances (``write_frame_instances``)
 _FIX = "re-run `find3d export-field --config RUN/config.yml --out DIR`"
 
 
@@ -151,6 +155,7 @@ class Field:
         self._nearest_negative: dict[str, np.ndarray] = {}  # see ``nearest_negative``
         self._segments = segments  # see ``segments``
         self._segment_vectors: np.ndarray | None = None  # see ``segment_vectors``
+        self._instance_views: tuple[Any, np.ndarray] | None = None  # see ``_instance_scores``
         # torch threads while scoring. The product is memory-bound: 2 threads are ~1.4x faster on an
         # idle CPU, but on an oversubscribed one (a robot running other nodes) their hand-offs stall
         # (measured 20x slower), so one thread is the safe default.
@@ -202,6 +207,9 @@ class Field:
                 vectors = np.asarray(_memmap(root / meta["segments"]["vectors"], np.float32, shape))
         field = cls(root, meta, points, colors, features, image_vectors, code, decoder, segments)
         field._segment_vectors = vectors
+        if segments is not None and meta["segments"].get("frames"):
+            field._instance_views = read_instance_views(root / meta["segments"]["frames"], len(frames),
+                                                        int(meta["segments"]["count"]))
         return field
 
     # ------------------------------------------------------------------------------------- scoring
@@ -383,10 +391,28 @@ class Field:
             # Every frame's visibility is known (eval-3d): per-frame sums of the weights its visible points
             # carry are one sparse product over the selected points' rows.
             scores = self._seen_by()[selected].T @ weights / total
-        else:
+        elif (scores := self._instance_scores(np.asarray(selected), weights, total)) is None:
             scores = self._bounded_scores(np.asarray(selected), weights, total, top_k)
         best = np.argsort(-scores, kind="stable")[:top_k]
         return [self.frame(int(i), float(scores[i])) for i in best]
+
+    def _instance_scores(self, selected: np.ndarray, weights: np.ndarray, total: float) -> np.ndarray | None:
+        """``rank_frames``' scores from the stored frames' view of the instances, when the selection is whole
+        instances with one weight each (a whole-object answer): a frame's share is the sum over the selected
+        instances of weight x the instance's points it sees. None when there is no such table or selection."""
+        if self._instance_views is None or not len(selected):
+            return None
+        table, sizes = self._instance_views
+        labels = self.segments[selected]
+        if labels.min() < 0:
+            return None
+        ids, first, counts = np.unique(labels, return_index=True, return_counts=True)
+        whole = np.array_equal(counts, sizes[ids])
+        if not whole or not np.array_equal(weights, weights[first][np.searchsorted(ids, labels)]):
+            return None  # part of an instance, or weights that differ inside one: the points' own z-buffer
+        per_instance = np.zeros(table.shape[1])
+        per_instance[ids] = weights[first]
+        return table @ per_instance / total
 
     def _bounded_scores(self, selected: np.ndarray, weights: np.ndarray, total: float, top_k: int) -> np.ndarray:
         """(frames,) ``rank_frames``' scores, exact wherever they can reach the ``top_k`` (branch and bound):
@@ -499,9 +525,12 @@ class Field:
         return seen
 
     def _visible_indices(self, index: int) -> np.ndarray:
-        """``frame_visibility`` computed: a z-buffer among the points of the cells the view may hold."""
+        """``frame_visibility`` computed: a z-buffer among the points of the cells the view may hold (of those
+        within the frame's reach first: on a floor-sized map most cells are far from any one view)."""
         hit = self.frame(index)
-        candidates = self.cells().points_in(self.cells().in_view(Cameras([hit]))[0])
+        cells = self.cells()
+        near = cells.within(hit.c2w[:3, 3], reach(hit))
+        candidates = cells.points_in(near[cells.in_view(Cameras([hit]), near)[0]])
         seen, _ = visible_points(self.points[candidates], hit)
         return np.sort(candidates[seen]).astype(np.int32)
 
@@ -612,15 +641,27 @@ class CellIndex:
         inside = np.asarray(points, np.float32)[order] if len(order) else np.zeros((0, 3), np.float32)
         self.lower = np.minimum.reduceat(inside, self.starts) if len(order) else inside
         self.upper = np.maximum.reduceat(inside, self.starts) if len(order) else inside
+        self._tree: Any = None  # the boxes' centres, for ``within``
 
-    def in_view(self, cameras: Cameras) -> np.ndarray:
-        """(frames, cells) bool: False where a cell's box is wholly outside a frame's view (behind the camera,
-        or all its corners in front of it and beyond one edge of the z-buffer's extent), True elsewhere."""
-        corners = np.stack([np.stack([np.where(corner & 4, self.upper[:, 0], self.lower[:, 0]),
-                                      np.where(corner & 2, self.upper[:, 1], self.lower[:, 1]),
-                                      np.where(corner & 1, self.upper[:, 2], self.lower[:, 2])], axis=1)
+    def within(self, centre: np.ndarray, radius: float) -> np.ndarray:
+        """Indices of the cells whose box may hold a point within ``radius`` of ``centre`` (a superset)."""
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree((self.lower.astype(np.float64) + self.upper) / 2.0)
+            self._half_diagonal = float(np.linalg.norm(self.upper - self.lower, axis=1).max(initial=0.0)) / 2.0
+        return np.sort(np.asarray(self._tree.query_ball_point(centre, radius + self._half_diagonal + 1e-3), np.int64))
+
+    def in_view(self, cameras: Cameras, cells: np.ndarray | None = None) -> np.ndarray:
+        """(frames, cells) bool over every cell or the indices ``cells``: False where a cell's box is wholly
+        outside a frame's view (behind the camera, or all its corners in front of it and beyond one edge of the
+        z-buffer's extent), True elsewhere."""
+        lower, upper = (self.lower, self.upper) if cells is None else (self.lower[cells], self.upper[cells])
+        corners = np.stack([np.stack([np.where(corner & 4, upper[:, 0], lower[:, 0]),
+                                      np.where(corner & 2, upper[:, 1], lower[:, 1]),
+                                      np.where(corner & 1, upper[:, 2], lower[:, 2])], axis=1)
                             for corner in range(8)], axis=1).reshape(-1, 3).astype(np.float64)  # (cells * 8, 3)
-        out = np.zeros((len(cameras), len(self.starts)), bool)
+        out = np.zeros((len(cameras), len(lower)), bool)
         step = max(1, (1 << 22) // max(len(corners), 1))  # frames at a time: temporaries of ~100 MB at most
         for start in range(0, len(cameras), step):
             part = slice(start, start + step)
@@ -642,6 +683,51 @@ class CellIndex:
         # one arange over all the cells' runs: each run's positions, shifted to its start
         shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
         return self.order[np.arange(lengths.sum()) + shift].astype(np.int64)
+
+
+def reach(hit: FrameHit) -> float:
+    """How far from its camera a point the frame sees can be: ``VISIBILITY_RANGE`` deep at the z-buffer
+    extent's farthest corner (widened by a pixel)."""
+    width, height = -(-hit.width // ZBUFFER_STRIDE) * ZBUFFER_STRIDE, -(-hit.height // ZBUFFER_STRIDE) * ZBUFFER_STRIDE
+    across = (max(hit.cx, width - hit.cx) + 1.0) / hit.fx
+    down = (max(hit.cy, height - hit.cy) + 1.0) / hit.fy
+    return VISIBILITY_RANGE * float(np.sqrt(1.0 + across**2 + down**2))
+
+
+def write_frame_instances(folder: Path) -> None:
+    """Store, for the export or saved map in ``folder`` (its meta.json written, with instances), how many points
+    of each instance each frame sees (``frame_visibility``), and name the file in meta.json's ``segments``:
+    ``Field.rank_frames`` then ranks frames for a whole-object answer without a z-buffer. One z-buffer a frame,
+    a frame at a time (memory: one frame's visible points and the table)."""
+    from tqdm import tqdm
+
+    field = Field.load(folder)
+    labels, count = field.segments, int(field.meta["segments"]["count"])
+    ids, counts = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]  # a frame's row of the (frames, instances) CSR
+    for index in tqdm(range(len(field.frames)), desc="frames' view of the instances", unit="frame", disable=None):
+        seen = labels[field._visible_indices(index)]
+        row, points = np.unique(seen[seen >= 0], return_counts=True)
+        ids.append(row)
+        counts.append(points)
+    indptr = np.cumsum([0, *(len(row) for row in ids[1:])]).astype(np.int64)
+    sizes = np.bincount(labels[labels >= 0], minlength=count).astype(np.int64)
+    with atomic_open(folder / INSTANCE_VIEWS) as handle:
+        np.savez(handle, indptr=indptr, indices=np.concatenate(ids).astype(np.int32),
+                 data=np.concatenate(counts).astype(np.int32), sizes=sizes)
+    meta = {**field.meta, "segments": {**field.meta["segments"], "frames": INSTANCE_VIEWS}}
+    atomic_write_json(folder / "meta.json", meta)
+
+
+def read_instance_views(path: Path, frames: int, count: int) -> tuple[Any, np.ndarray]:
+    """(the (frames, instances) table of points seen, each instance's size) written by ``write_frame_instances``."""
+    from scipy.sparse import csr_matrix
+
+    arrays = read_npz(path, ("indptr", "indices", "data", "sizes"), _FIX)
+    if len(arrays["indptr"]) != frames + 1 or len(arrays["sizes"]) != count:
+        raise DataError(f"{path}: a table of {len(arrays['indptr']) - 1} frames and {len(arrays['sizes'])} "
+                        f"instances, meta.json says {frames} and {count}; {_FIX}.")
+    table = csr_matrix((arrays["data"].astype(np.float64), arrays["indices"], arrays["indptr"]), shape=(frames, count))
+    return table, arrays["sizes"]
 
 
 def _image_boxes(index: CellIndex, cells: np.ndarray, hit: FrameHit) -> np.ndarray:
