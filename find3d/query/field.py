@@ -641,7 +641,8 @@ class CellIndex:
         inside = np.asarray(points, np.float32)[order] if len(order) else np.zeros((0, 3), np.float32)
         self.lower = np.minimum.reduceat(inside, self.starts) if len(order) else inside
         self.upper = np.maximum.reduceat(inside, self.starts) if len(order) else inside
-        self._tree: Any = None  # the boxes' centres, for ``within``
+        self._tree: Any = None  # the boxes' centres, and their largest half-diagonal, for ``within``
+        self._half_diagonal = 0.0
 
     def within(self, centre: np.ndarray, radius: float) -> np.ndarray:
         """Indices of the cells whose box may hold a point within ``radius`` of ``centre`` (a superset)."""
