@@ -12,7 +12,7 @@ from PIL import Image
 from find3d.errors import DataError, InputError
 from find3d.field.export import write_export
 from find3d.query import Field
-from find3d.query.field import QueryResult, read_ply
+from find3d.query.field import QueryResult, read_ply, select
 from find3d.query.render import project_points, relevancy_image, save_relevancy_images
 
 DIM = 8
@@ -82,6 +82,20 @@ def test_relevancy_ordering_threshold_and_frames(tmp_path: Path, code_dim: int) 
 
     plain = field.relevancy(basis(0))  # no negatives: (1 + cos) / 2
     np.testing.assert_allclose(plain, (1 + cos_mug) / 2, atol=2e-3)
+
+
+def test_selection_is_most_relevant_first_with_ties_in_index_order() -> None:
+    rng = np.random.default_rng(0)
+    relevancy = rng.random(100_000).astype(np.float32)
+    relevancy[::7] = 0.75  # ties
+    relevancy[:3] = [0.0, -0.0, 1.0]
+    for threshold in (0.0, 0.5, 0.75, 1.0):
+        selected = np.flatnonzero(relevancy >= threshold)
+        expected = selected[np.argsort(-relevancy[selected], kind="stable")]
+        np.testing.assert_array_equal(select(relevancy, threshold), expected)
+    assert list(select(relevancy, 1.0)) == [2] and list(select(relevancy, 0.0)[-2:]) == [0, 1]
+    # relevancy below zero (not a field's, but an array someone passes) keeps the same order
+    assert list(select(np.array([0.5, -1e-9, 0.2], np.float32), -1.0)) == [0, 2, 1]
 
 
 def test_occluded_points_are_not_visible(tmp_path: Path) -> None:
