@@ -346,7 +346,9 @@ def median_depth(depth: np.ndarray, radius: int = 2) -> np.ndarray:
     return np.where((depth > 0) & (count * 2 >= size * size), median, 0.0).astype(np.float32)
 
 
-RENDER_CHUNK = 1 << 14  # rays per density-only render call
+#: rays per density-only render call: 80k samples, whose activations stay in cache (25 256-px views on 2 cores:
+#: 10 s against 18 s at 1 << 14, the same points; 1 << 8 to 1 << 11 within 15 % of it)
+RENDER_CHUNK = 1 << 10
 
 
 def _view_surface(pipeline: Any, index: int, item: dict[str, Any], rows: np.ndarray, cols: np.ndarray,
