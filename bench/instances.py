@@ -94,7 +94,8 @@ def run_scene(args: argparse.Namespace, layout: str, seed: int, work: Path) -> d
     from find3d import Interface
     from find3d.cli import main as cli
 
-    scene, field_dir = work / f"{layout}_{seed}" / "scene", work / f"{layout}_{seed}" / "field"
+    folder = work / (f"{layout}_{seed}" if args.sensor == "ideal" else f"{layout}_{seed}_{args.sensor}")
+    scene, field_dir = folder / "scene", folder / "field"
     interface = Interface.from_checkpoint(args.checkpoint, device="cpu")
     kept = scene.parent / "times.json"
     if kept.is_file() and (field_dir / "meta.json").is_file() == (not fusion_only_layout(args, layout)):
@@ -121,7 +122,8 @@ def build(args: argparse.Namespace, layout: str, seed: int, scene: Path, field_d
     from find3d.field.embeddings import embed_frames
     from find3d.field.export import export_field
 
-    make_scene(scene, seed=seed, views=args.views, heldout=args.heldout, overwrite=True, **LAYOUTS[layout][1])
+    make_scene(scene, seed=seed, views=args.views, heldout=args.heldout, overwrite=True, sensor=args.sensor,
+               **LAYOUTS[layout][1])
     times = {}
     start = time.perf_counter()
     embed_frames(scene, interface, checkpoint=str(args.checkpoint.resolve()))
@@ -230,6 +232,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "find3d" / "assets" / "interface-cpu.pt")
     parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="these make-scene seeds for every layout instead of the layouts' own (e.g. the "
+                             "calibration seeds 201 202 203, for a study that must not tune on the benchmark's)")
+    parser.add_argument("--sensor", choices=("ideal", "rgbd", "rgb"), default="ideal", help="make-scene --sensor")
     parser.add_argument("--views", type=int, default=20)
     parser.add_argument("--heldout", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=800)
@@ -246,7 +252,7 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_instances_") as tmp:
         for layout in args.layouts:
-            for seed in LAYOUTS[layout][0]:
+            for seed in args.seeds or LAYOUTS[layout][0]:
                 runs.append(run_scene(args, layout, seed, args.keep or Path(tmp)))
                 # after every scene: a run cut short still leaves the scenes it finished
                 args.out.with_suffix(".json").write_text(json.dumps(runs, indent=1, default=float))
