@@ -217,8 +217,8 @@ def stages(scene: Any, live: Any, work: Path, model: Any) -> dict[str, Any]:
     out["objects_query_s"], out["objects_floor_s"], out["objects_ratio"] = ratio_to_floor(
         lambda: field.query(query, negatives, top_k_frames=0), lambda: np.take(scores, field.segments, out=buffer))
     out["selected"] = len(result.indices)
-    _, *out["points_first"] = measured(lambda: field.query(query, negatives, top_k_frames=0, objects=False))
-    out["points_selected"] = len(field.query(query, negatives, top_k_frames=0, objects=False).indices)
+    points, *out["points_first"] = measured(lambda: field.query(query, negatives, top_k_frames=0, objects=False))
+    out["points_selected"] = len(points.indices)
     read = field.code if field.code is not None else field.features
     out["points_query_s"], out["points_floor_s"], out["points_ratio"] = ratio_to_floor(
         lambda: field.query(query, negatives, top_k_frames=0, objects=False),

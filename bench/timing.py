@@ -12,19 +12,14 @@ def median_seconds(step: Callable[[], object], repeats: int = 5) -> float:
     """Median wall time of ``repeats`` calls of ``step``, after one warm-up call (first-call allocations,
     kernel selection, page faults)."""
     step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_seconds(step) for _ in range(repeats))
 
 
 def ratio_to_floor(step: Callable[[], object], floor: Callable[[], object], rounds: int = 7
                    ) -> tuple[float, float, float]:
     """(median seconds of ``step``, median seconds of ``floor``, median of the per-round ratios), the two
     timed alternately, each round's ``step`` against the faster of the ``floor`` calls around it. On a
-    shared machine memory bandwidth drifts between seconds; timed minutes apart, a ratio measured the
+    shared machine memory bandwidth drifts from one second to the next; timed apart, a ratio measured the
     neighbours (the 10M per-point query read 1.61x its floor timed apart, 1.06x timed alternately)."""
     step(), floor()
     steps, floors, ratios = [], [], []
