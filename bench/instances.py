@@ -44,7 +44,8 @@ LAYOUTS = {"orbit": ((101, 102, 103), {}),
            "clutter": ((111, 112, 113), {"clutter": True, "repeat": True, "close": True}),
            "separated": ((101, 102, 103), {"repeat": True, "close": True})}
 FUSION_ONLY = {"orbit"}  # the live map's layout: no field is trained
-ROWS = (("miou", "3D mIoU"), ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
+ROWS = (("miou", "3D mIoU"), ("wording0", "3D mIoU, class names only"), ("wording1", "3D mIoU, other wordings only"),
+        ("min_iou", "lowest category IoU"), ("localisation_accuracy", "localisation"),
         ("interleaved", "interleaved target IoU"), ("ap50_agnostic", "instance AP50, class-agnostic"),
         ("ap50_mean_category", "instance AP50, per category"), ("ap25_agnostic", "instance AP25, class-agnostic"),
         ("absent", "absent objects answered 'not found'"), ("present_found_share", "present objects found"))
@@ -178,6 +179,9 @@ def metric(report: dict[str, Any], key: str) -> float | None:
         return report.get("interleaved", {}).get("target_iou")
     if key == "absent":
         return report.get("absent", {}).get("not_found_share")
+    if key.startswith("wording"):  # eval-3d's miou_per_wording: "the <category>", then PHRASINGS' other wording
+        wordings = report.get("miou_per_wording", [])
+        return wordings[int(key[len("wording"):])] if len(wordings) > int(key[len("wording"):]) else None
     if key in report:
         return report[key]
     return report.get("instances", {}).get(key)

@@ -150,9 +150,14 @@ def test_encode_query_spaces(api, reference):
     assert torch.equal(api.encode_query("  a red   mug "), text)
     entry = InterleaveEntry("a red mug", [InterleaveEntity("mug", (6, 9), np.zeros((0, 0), bool))])
     assert torch.equal(api.encode_query(entry), text)
+    prompt = api.model.interface.config.class_prompt
     with torch.no_grad():
-        direct = api.model.encode_texts([api.model.interface.config.class_prompt.format("a red mug")])[0]
-    torch.testing.assert_close(text, direct)
+        direct = api.model.encode_texts([prompt.format("red mug"), prompt.format("a red mug")])
+    # the prompt brings its own article: the query's is dropped, so "the red mug" is "red mug", not "a a red mug"
+    torch.testing.assert_close(text, direct[0])
+    assert not torch.allclose(text, direct[1], atol=1e-3)
+    assert torch.equal(api.encode_query("The red mug"), text) and torch.equal(api.encode_query("red mug"), text)
+    assert not torch.equal(api.encode_query("another red mug"), text)  # only an article is dropped
     # an image crop: the mean of its per-pixel embeddings, whether given as array or as <image:...>
     crop = api.encode_query(load_image(reference))
     torch.testing.assert_close(api.encode_query(f"<image:{reference}>"), crop)

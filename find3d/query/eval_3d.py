@@ -10,7 +10,8 @@ are means over its phrasings):
 - 3D IoU per category, on the ground-truth points (``ground_truth/points.npz``: things and the table,
   one per 5 mm voxel). Each GT point takes the selection of its nearest point of the method, or is
   unselected when that point is farther than ``--match-distance`` (the method has no surface there);
-  IoU = |selected ∩ category| / |selected ∪ category| over GT points; mIoU = mean over categories.
+  IoU = |selected ∩ category| / |selected ∪ category| over GT points; mIoU = mean over categories
+  (``miou_per_wording``: the same for each wording alone, the class name first).
   ``selected_ratio``: |selected| / |category| over GT points (the most of a category's phrasings;
   ``max_selected_ratio`` the most of all categories): 2 means a selection twice its object's size.
   Floor and wall carry no GT points, so selections there are not counted.
@@ -248,6 +249,10 @@ def _summary(per_category: dict[str, dict[str, Any]]) -> dict[str, float]:
                "localisation_accuracy": correct / views if views else 0.0,
                "present_found_share": float(np.mean(found)) if found else 0.0,
                "max_selected_ratio": float(max(r["selected_ratio"] for r in rows)) if rows else 0.0}
+    # Per wording (0: "the <category>", the class's own name; 1: PHRASINGS' other one): how much of the mIoU the
+    # interface loses to words it was not trained on, apart from what it loses to the scene.
+    wordings = min((len(r["iou_per_phrasing"]) for r in rows), default=0)
+    summary["miou_per_wording"] = [float(np.mean([r["iou_per_phrasing"][k] for r in rows])) for k in range(wordings)]
     for key in (rows[0] if rows else {"frame_top1": 0, "frame_top5": 0}):
         if key.startswith("frame_"):
             summary[key] = float(np.mean([r[key] for r in rows])) if rows else 0.0
@@ -600,6 +605,10 @@ def format_table(results: dict[str, Any]) -> str:
     for key in keys:
         if all(key in results[m] for m in methods):
             lines.append(f"| {key} | {results['field'][key]:.3f} | {results['fusion_baseline'][key]:.3f} |")
+    for k, wording in enumerate(("class names", "other wordings")):
+        if all(len(results[m].get("miou_per_wording", [])) > k for m in methods):
+            values = [results[m]["miou_per_wording"][k] for m in methods]
+            lines.append(f"| miou, {wording} only | {values[0]:.3f} | {values[1]:.3f} |")
     for key in INSTANCE_METRICS:
         if all(key in results[m].get("instances", {}) for m in methods):
             values = [results[m]["instances"][key] for m in methods]

@@ -870,16 +870,21 @@ def vocabulary_negatives(interface: Any, query_vector: np.ndarray) -> np.ndarray
     instance of a known class is not taken for it: the query is then found only where something matches
     it better than anything the interface knows, which for a thing it never learnt is nowhere.
     """
+    own = own_classes(interface, query_vector)
+    return interface.vocabulary_vectors()[~own] if not own.all() else None
+
+
+def own_classes(interface: Any, query_vector: np.ndarray) -> np.ndarray:
+    """(C,) bool: the vocabulary classes a query names (``vocabulary_negatives``), none for a thing it never learnt."""
     query = np.asarray(query_vector, dtype=np.float32)
     query = query / max(float(np.linalg.norm(query)), 1e-12)
-    vectors = interface.vocabulary_vectors()
-    similarity = vectors @ query
+    similarity = interface.vocabulary_vectors() @ query
     own = similarity >= SAME_CLASS_COSINE
     nearest, second = np.argsort(-similarity)[:2] if len(similarity) > 1 else (0, 0)
     if similarity[nearest] >= NEAREST_CLASS_COSINE and similarity[nearest] - similarity[second] >= \
             NEAREST_CLASS_MARGIN:
         own[nearest] = True
-    return vectors[~own] if not own.all() else None
+    return own
 
 
 def nearest_class(interface: Any, vector: np.ndarray) -> str:
